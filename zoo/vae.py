@@ -1,0 +1,337 @@
+"""Variational autoencoders (Kingma & Welling, 2014) and the autoencoders they grew from.
+
+One Keras 3 subclassed model, `VAE`, covers three kinds that share the encoder and decoder
+builders below, so that the only difference a user sees is the objective:
+
+- ``vae``: the encoder gives a diagonal Gaussian posterior q(z|x); the prior is N(0, I);
+  the loss is ``distortion + beta * rate`` with the analytic KL from `tfd.kl_divergence`.
+- ``ae``: a deterministic code and the distortion alone. Nothing pulls the codes towards
+  N(0, I), which is why codes drawn from N(0, I) decode to garbage.
+- ``dae``: the same, fed images corrupted with Gaussian noise and asked for the clean ones.
+
+A label (``num_classes > 0``) conditions both the encoder and the decoder.
+
+Probability stays in `tfp.distributions` (never `tfp.layers`, which is built on Keras 2).
+Serving signatures return tensors and take a per-row int64 ``seed`` wherever they draw.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Literal
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Architecture and objective of a VAE or (denoising) autoencoder."""
+
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    """Height, width and channels of the images (set from the data by the trainer)."""
+    kind: Literal["vae", "ae", "dae"] = "vae"
+    """Variational autoencoder, plain autoencoder, or denoising autoencoder."""
+    architecture: Literal["mlp", "conv"] = "conv"
+    """Fully connected encoder/decoder, or strided convolutions as in keras.io's VAE."""
+    latent_dim: int = 16
+    """Dimension of the latent code z."""
+    hidden_units: tuple[int, ...] = (256,)
+    """Dense layers of the encoder head (the MLP decoder mirrors them)."""
+    conv_filters: tuple[int, ...] = (32, 64)
+    """Filters of the stride-2 convolutions (the conv decoder mirrors them)."""
+    likelihood: Literal["bernoulli", "continuous_bernoulli"] = "bernoulli"
+    """p(x|z): Bernoulli for binarized images, continuous Bernoulli for grey levels in [0, 1]."""
+    posterior_scale: Literal["softplus", "exp"] = "softplus"
+    """How the encoder's raw output becomes the posterior standard deviation."""
+    beta: float = 1.0
+    """Weight of the KL term: 1 is the ELBO; larger trades reconstructions for a tidier latent."""
+    num_classes: int = 0
+    """Number of classes for a conditional model; 0 for an unconditional one."""
+    noise_stddev: float = 0.5
+    """Standard deviation of the Gaussian corruption (``dae`` only)."""
+
+    def __post_init__(self):
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be at least 1, got {self.latent_dim}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be non-negative, got {self.beta}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be 0 or more, got {self.num_classes}")
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            raise ValueError(f"image_shape must be (height, width, channels), got {self.image_shape}")
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+
+# ALGO LOGIC: the objective, as pure functions of per-example tensors.
+
+
+def distortion(likelihood: tfd.Distribution, images: tf.Tensor) -> tf.Tensor:
+    """Distortion D = -log p(x|z), in nats per image, shape [b]."""
+    return -likelihood.log_prob(images)
+
+
+def rate(posterior: tfd.Distribution, prior: tfd.Distribution) -> tf.Tensor:
+    """Rate R = KL(q(z|x) || p(z)), analytic, in nats per image, shape [b]."""
+    return tfd.kl_divergence(posterior, prior)
+
+
+def elbo(distortion: tf.Tensor, rate: tf.Tensor) -> tf.Tensor:
+    """Evidence lower bound ELBO = -(D + R) <= log p(x)."""
+    return -(distortion + rate)
+
+
+def beta_vae_loss(distortion: tf.Tensor, rate: tf.Tensor, beta: float) -> tf.Tensor:
+    """Loss D + beta * R (Higgins et al., 2017); beta = 1 gives the negative ELBO."""
+    return distortion + beta * rate
+
+
+def importance_weighted_bound(log_weights: tf.Tensor) -> tf.Tensor:
+    """IWAE bound (Burda et al., 2016): log (1/k) sum_i w_i, w_i = p(x, z_i) / q(z_i|x).
+
+    `log_weights` has shape [k, b]; the result, shape [b], is a lower bound on log p(x)
+    that is at least the ELBO in expectation and tightens as k grows.
+    """
+    k = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
+
+
+def image_distribution(logits: tf.Tensor, likelihood: str) -> tfd.Distribution:
+    """p(x|z) over whole images: independent per pixel, event shape [H, W, C]."""
+    if likelihood == "bernoulli":
+        pixel = tfd.Bernoulli(logits=logits, dtype=logits.dtype)
+    elif likelihood == "continuous_bernoulli":
+        pixel = tfd.ContinuousBernoulli(logits=logits)
+    else:
+        raise ValueError(f"unknown likelihood {likelihood!r}; expected bernoulli or continuous_bernoulli")
+    return tfd.Independent(pixel, reinterpreted_batch_ndims=3)
+
+
+# Encoder and decoder builders, shared by every kind.
+
+
+def build_encoder_torso(config: VAEConfig) -> keras.Sequential:
+    """images [b, H, W, C] -> features [b, F]."""
+    layers: list[keras.layers.Layer] = []
+    if config.architecture == "conv":
+        layers += [keras.layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")
+                   for f in config.conv_filters]
+    layers.append(keras.layers.Flatten())
+    return keras.Sequential(layers, name="encoder_torso")
+
+
+def build_encoder_head(config: VAEConfig, outputs: int) -> keras.Sequential:
+    """concat(features, one-hot label) [b, F+K] -> [b, outputs]."""
+    layers = [keras.layers.Dense(units, activation="relu") for units in config.hidden_units]
+    return keras.Sequential(layers + [keras.layers.Dense(outputs)], name="encoder_head")
+
+
+def build_decoder(config: VAEConfig) -> keras.Sequential:
+    """concat(z, one-hot label) [b, d+K] -> logits [b, H, W, C]."""
+    height, width, channels = config.image_shape
+    if config.architecture == "mlp":
+        layers = [keras.layers.Dense(units, activation="relu") for units in reversed(config.hidden_units)]
+        layers += [keras.layers.Dense(height * width * channels),
+                   keras.layers.Reshape(config.image_shape)]
+        return keras.Sequential(layers, name="decoder")
+    scale = 2 ** len(config.conv_filters)
+    start_h, start_w = math.ceil(height / scale), math.ceil(width / scale)
+    layers = [keras.layers.Dense(start_h * start_w * config.conv_filters[-1], activation="relu"),
+              keras.layers.Reshape((start_h, start_w, config.conv_filters[-1]))]
+    layers += [keras.layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu")
+               for f in reversed(config.conv_filters)]
+    layers.append(keras.layers.Conv2DTranspose(channels, 3, padding="same"))
+    extra_h, extra_w = start_h * scale - height, start_w * scale - width
+    if extra_h or extra_w:  # sizes not divisible by 2**len(conv_filters)
+        layers.append(keras.layers.Cropping2D(((0, extra_h), (0, extra_w))))
+    return keras.Sequential(layers, name="decoder")
+
+
+class VAE(keras.Model):
+    """A VAE, autoencoder or denoising autoencoder over images in [0, 1], shape [b, H, W, C]."""
+
+    def __init__(self, config: VAEConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        code_size = 2 * config.latent_dim if config.kind == "vae" else config.latent_dim
+        self.encoder_torso = build_encoder_torso(config)
+        self.encoder_head = build_encoder_head(config, code_size)
+        self.decoder = build_decoder(config)
+        self.prior = tfd.MultivariateNormalDiag(loc=tf.zeros(config.latent_dim),
+                                                scale_diag=tf.ones(config.latent_dim))
+        self.build_all()
+
+    def build_all(self) -> None:
+        """Create every variable now, so checkpoints restore and exports track them."""
+        height, width, channels = self.config.image_shape
+        labels = tf.zeros([1], tf.int64) if self.config.conditional else None
+        images = tf.zeros([1, height, width, channels])
+        self((images, labels) if self.config.conditional else images)
+
+    def _condition(self, tensor: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
+        """Append the one-hot label to `tensor` [b, n] when the model is conditional."""
+        if not self.config.conditional:
+            return tensor
+        if labels is None:
+            raise ValueError("this model is conditional: pass a label for every image")
+        one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.config.num_classes, dtype=tensor.dtype)
+        return tf.concat([tensor, one_hot], axis=-1)
+
+    # Encoder side.
+
+    def encode(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Posterior mean and standard deviation, each [b, d] (stddev is 0 for autoencoders)."""
+        code = self.encoder_head(self._condition(self.encoder_torso(images), labels))
+        if self.config.kind != "vae":
+            return code, tf.zeros_like(code)
+        mean, raw_scale = tf.split(code, 2, axis=-1)
+        if self.config.posterior_scale == "exp":
+            return mean, tf.exp(raw_scale)
+        return mean, tf.nn.softplus(raw_scale) + 1e-5
+
+    def posterior(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tfd.MultivariateNormalDiag:
+        """q(z|x), a diagonal Gaussian with batch shape [b] and event shape [d]."""
+        mean, stddev = self.encode(images, labels)
+        return tfd.MultivariateNormalDiag(loc=mean, scale_diag=stddev)
+
+    # Decoder side.
+
+    def likelihood(self, z: tf.Tensor, labels: tf.Tensor | None = None) -> tfd.Distribution:
+        """p(x|z) with batch shape [b] and event shape [H, W, C]."""
+        return image_distribution(self.decoder(self._condition(z, labels)), self.config.likelihood)
+
+    def decode(self, z: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Mean image of p(x|z), [b, H, W, C] in [0, 1]."""
+        return self.likelihood(z, labels).mean()
+
+    def call(self, inputs: tf.Tensor | tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        """Reconstruction (the decoded posterior mean) of images, or of (images, labels)."""
+        images, labels = inputs if self.config.conditional else (inputs, None)
+        return self.decode(self.encode(images, labels)[0], labels)
+
+    def sample(self, seeds: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+        """Decode one z ~ N(0, I) per row; row i depends only on seeds[i] (and labels[i])."""
+        z = tf.map_fn(  # [b, d]: one stateless draw per seed
+            lambda s: tf.random.stateless_normal([self.config.latent_dim], tf.stack([s, 0])),
+            tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
+        return self.decode(z, labels)
+
+    # Objectives.
+
+    def loss_terms(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Per-example loss and its parts, each [b]; `seed` is a stateless seed of shape [2]."""
+        seed = tf.cast(seed, tf.int32)  # TFP's stateless samplers take int32 seeds
+        if self.config.kind == "vae":
+            posterior = self.posterior(images, labels)
+            z = posterior.sample(seed=seed)  # reparameterised: gradients flow through mean, stddev
+            d = distortion(self.likelihood(z, labels), images)
+            r = rate(posterior, self.prior)
+            return {"loss": beta_vae_loss(d, r, self.config.beta), "distortion": d, "rate": r,
+                    "elbo": elbo(d, r)}
+        inputs = images
+        if self.config.kind == "dae":
+            noise = tf.random.stateless_normal(tf.shape(images), seed, dtype=images.dtype)
+            inputs = tf.clip_by_value(images + self.config.noise_stddev * noise, 0.0, 1.0)
+        code, _ = self.encode(inputs, labels)
+        d = distortion(self.likelihood(code, labels), images)
+        return {"loss": d, "distortion": d}
+
+    def importance_weighted_log_likelihood(self, images: tf.Tensor, labels: tf.Tensor | None,
+                                           num_samples: int, seed: tf.Tensor) -> tf.Tensor:
+        """IWAE estimate of log p(x) with k = num_samples, shape [b]; -it bounds the NLL from above."""
+        if self.config.kind != "vae":
+            raise ValueError("the importance-weighted bound needs a VAE posterior")
+        posterior = self.posterior(images, labels)
+        z = posterior.sample(num_samples, seed=tf.cast(seed, tf.int32))  # [k, b, d]
+        batch = tf.shape(images)[0]
+        flat_z = tf.reshape(z, [-1, self.config.latent_dim])  # [k*b, d]: decoder sees k*b rows
+        flat_labels = None if labels is None else tf.tile(labels, [num_samples])
+        flat_images = tf.tile(images, [num_samples, 1, 1, 1])  # [k*b, H, W, C], sample-major
+        log_px_z = tf.reshape(self.likelihood(flat_z, flat_labels).log_prob(flat_images),
+                              [num_samples, batch])  # [k, b]
+        log_weights = log_px_z + self.prior.log_prob(z) - posterior.log_prob(z)  # [k, b]
+        return importance_weighted_bound(log_weights)
+
+    def elbo_parts(self, images: tf.Tensor, labels: tf.Tensor | None = None,
+                   seed: tuple[int, int] = (0, 0)) -> dict[str, tf.Tensor]:
+        """One-sample ELBO with a fixed seed: the same image always gets the same score."""
+        terms = self.loss_terms(images, labels, tf.constant(seed, tf.int32))
+        return {"elbo": terms["elbo"], "reconstruction": -terms["distortion"], "kl": terms["rate"]}
+
+    # Serving signatures (DESIGN.md): named tensors in, dicts of tensors out.
+
+    def serving_signatures(self) -> dict[str, Signature]:
+        """Signature name -> (function, input specs); `export` writes them into a SavedModel."""
+        config = self.config
+        images_spec = tf.TensorSpec([None, *config.image_shape], tf.float32, name="images")
+        seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
+        z_spec = tf.TensorSpec([None, config.latent_dim], tf.float32, name="z")
+        cond = [tf.TensorSpec([None], tf.int64, name="label")] if config.conditional else []
+
+        def checked_images(images):
+            images = tf.ensure_shape(images, [None, *config.image_shape])
+            with tf.control_dependencies([
+                    tf.debugging.assert_greater_equal(images, 0.0, message="images must be in [0, 1]"),
+                    tf.debugging.assert_less_equal(images, 1.0, message="images must be in [0, 1]")]):
+                return tf.identity(images)
+
+        def checked_labels(label):
+            if label is None:
+                return None
+            label = tf.ensure_shape(label, [None])
+            with tf.control_dependencies([
+                    tf.debugging.assert_non_negative(label, message="label must be in [0, num_classes)"),
+                    tf.debugging.assert_less(label, tf.constant(config.num_classes, tf.int64),
+                                             message="label must be in [0, num_classes)")]):
+                return tf.identity(label)
+
+        def sample(seed, label=None):
+            return {"images": self.sample(tf.ensure_shape(seed, [None]), checked_labels(label))}
+
+        def decode(z, label=None):
+            return {"images": self.decode(tf.ensure_shape(z, [None, config.latent_dim]),
+                                          checked_labels(label))}
+
+        def encode(images, label=None):
+            mean, stddev = self.encode(checked_images(images), checked_labels(label))
+            return {"mean": mean, "stddev": stddev}
+
+        def reconstruct(images, label=None):
+            images, label = checked_images(images), checked_labels(label)
+            return {"images": self.decode(self.encode(images, label)[0], label)}
+
+        def elbo_signature(images, label=None):
+            return self.elbo_parts(checked_images(images), checked_labels(label))
+
+        signatures = {
+            "serving_default": (sample, [seed_spec, *cond]),
+            "sample": (sample, [seed_spec, *cond]),
+            "decode": (decode, [z_spec, *cond]),
+            "encode": (encode, [images_spec, *cond]),
+            "reconstruct": (reconstruct, [images_spec, *cond]),
+        }
+        if config.kind == "vae":
+            signatures["elbo"] = (elbo_signature, [images_spec, *cond])
+        return signatures
+
+    def signature_expectations(self) -> dict[str, dict[str, dict]]:
+        """Output shapes (-1 = batch) and value ranges per signature, for the model card."""
+        images = {"shape": [-1, *self.config.image_shape], "min": 0.0, "max": 1.0}
+        code = {"shape": [-1, self.config.latent_dim]}
+        expectations = {
+            "serving_default": {"images": images}, "sample": {"images": images},
+            "decode": {"images": images}, "reconstruct": {"images": images},
+            "encode": {"mean": code, "stddev": {**code, "min": 0.0}},
+        }
+        if self.config.kind == "vae":
+            expectations["elbo"] = {"elbo": {"shape": [-1]}, "reconstruction": {"shape": [-1]},
+                                    "kl": {"shape": [-1], "min": 0.0}}
+        return expectations
