@@ -1,0 +1,1 @@
+"""Training scripts, one per model family: `python -m training FAMILY --preset NAME ...`."""

@@ -1,0 +1,134 @@
+"""Typed command lines generated from frozen config dataclasses.
+
+A training command is ``--preset NAME`` followed by ``--key=value`` overrides. Every field
+of the config (and of the dataclasses nested in it, flattened) becomes one option, typed
+and checked from its annotation; its help text is the field's docstring. Nothing is
+global: the parser is built from the dataclass and returns a new config instance.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from typing import Any, Callable, TypeVar
+
+Config = TypeVar("Config")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass, by field name."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    docs, body = {}, tree.body[0].body
+    for node, following in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _converter(annotation: Any) -> tuple[Callable[[str], Any], list | None]:
+    """(function from text to value, allowed choices) for a field's type annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return type(args[0]), list(args)
+    if origin is tuple:
+        element, _ = _converter(args[0])
+
+        def parse_tuple(text: str) -> tuple:
+            return tuple(element(part) for part in text.split(",") if part.strip())
+        parse_tuple.__name__ = f"comma-separated {element.__name__} list"
+        return parse_tuple, None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner, choices = _converter(next(a for a in args if a is not type(None)))
+
+        def parse_optional(text: str):
+            return None if text.lower() == "none" else inner(text)
+        parse_optional.__name__ = inner.__name__
+        return parse_optional, choices
+    if annotation is bool:
+        return _parse_bool, None
+    return annotation, None
+
+
+def _flat_fields(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[tuple[str, ...], Any, str]]:
+    """Option name -> (path of attribute names, annotation, help) over nested dataclasses."""
+    hints, docs, flat = typing.get_type_hints(cls), field_docs(cls), {}
+    for field in dataclasses.fields(cls):
+        annotation = hints[field.name]
+        if dataclasses.is_dataclass(annotation):
+            for name, entry in _flat_fields(annotation, prefix + (field.name,)).items():
+                if name in flat:
+                    raise TypeError(f"option --{name} is defined twice in {cls.__name__}")
+                flat[name] = entry
+        else:
+            if field.name in flat:
+                raise TypeError(f"option --{field.name} is defined twice in {cls.__name__}")
+            flat[field.name] = (prefix + (field.name,), annotation, docs.get(field.name, ""))
+    return flat
+
+
+def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
+    if len(path) == 1:
+        return dataclasses.replace(config, **{path[0]: value})
+    inner = _replace(getattr(config, path[0]), path[1:], value)
+    return dataclasses.replace(config, **{path[0]: inner})
+
+
+def flat_dict(config: Any) -> dict[str, Any]:
+    """The config as one flat {option: value} mapping, as the command line spells it."""
+    return {name: _get(config, path) for name, (path, _, _) in _flat_fields(type(config)).items()}
+
+
+def _get(config: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def parse_config(argv: list[str] | None, presets: dict[str, Callable[[], Config]], *,
+                 prog: str, description: str, hidden: frozenset[str] = frozenset(),
+                 parser: argparse.ArgumentParser | None = None,
+                 ) -> tuple[Config, argparse.Namespace]:
+    """Parse ``--preset NAME --key=value ...`` into a config built from that preset.
+
+    `hidden` names fields the program derives itself (not settable). Extra arguments added to
+    `parser` beforehand come back in the namespace. Bad input exits with status 2 and one
+    sentence naming the option and what was expected.
+    """
+    parser = parser or argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--preset", choices=sorted(presets), default="demo" if "demo" in presets else None,
+                        required="demo" not in presets,
+                        help="named hyperparameters that reproduce a documented result (default: %(default)s)")
+    config_type = type(next(iter(presets.values()))())
+    fields = {k: v for k, v in _flat_fields(config_type).items() if k not in hidden}
+    group = parser.add_argument_group("overrides", "each changes one value of the preset")
+    for name, (_, annotation, help_text) in fields.items():
+        convert, choices = _converter(annotation)
+        group.add_argument(f"--{name}", type=convert, choices=choices, default=argparse.SUPPRESS,
+                           metavar=(None if choices else convert.__name__.upper().replace(" ", "_")),
+                           help=help_text)
+    args = parser.parse_args(argv)
+    config = presets[args.preset]()
+    for name, (path, _, _) in fields.items():
+        if hasattr(args, name):
+            try:
+                config = _replace(config, path, getattr(args, name))
+            except ValueError as error:  # __post_init__ validation
+                parser.error(f"--{name}: {error}")
+            delattr(args, name)
+    return config, args
