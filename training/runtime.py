@@ -22,8 +22,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     local GPUs (or logical CPUs), or MultiWorkerMirroredStrategy configured by TF_CONFIG."""
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+    if name == "mirrored":  # every GPU; without GPUs, every logical CPU device
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise UserError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")

@@ -218,8 +218,12 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
             tf.summary.text("config", "\n".join(f"    {k} = {v}" for k, v in flat_dict(config).items()))
     else:
         writer = tf.summary.create_noop_writer()
+    if int(step) == 0:
+        history = [{"step": 0, "epoch": 0, **evaluate()}]
     bar = tqdm(total=total_steps, initial=int(step), unit="step", disable=not (progress and chief),
                dynamic_ncols=True, desc="vae")
+    if manager.latest_checkpoint and chief:
+        bar.write(f"resuming from step {int(step)} ({manager.latest_checkpoint})")
     while int(step) < total_steps:
         epoch, skip = divmod(int(step), steps_per_epoch)
         sums, count, started = {}, 0, time.perf_counter()
@@ -264,10 +268,11 @@ def final_metrics(model: VAE, config: TrainConfig, data: ImageData, test_images:
                   history: list[dict]) -> dict:
     """Held-out ELBO terms and, for a VAE, the importance-weighted NLL bound."""
     last = history[-1] if history else {}
+    speeds = [r["images_per_second"] for r in history if "images_per_second" in r]
     metrics = {
         "data": data.source, "train_images": len(data.train_images), "test_images": len(test_images),
         "steps": last.get("step", 0), "epochs": last.get("epoch", 0),
-        "images_per_second_median": float(np.median([r["images_per_second"] for r in history])) if history else None,
+        "images_per_second_median": float(np.median(speeds)) if speeds else None,
         **{k: v for k, v in last.items() if k.startswith("test_")},
     }
     if config.model.kind == "vae":

@@ -1,0 +1,30 @@
+"""Shared set-up: quiet TensorFlow, two logical CPU devices (for MirroredStrategy tests), and
+one trained `smoke` run that several test files read."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tests.helpers import train_run  # noqa: E402
+
+CPUS = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    CPUS[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The `smoke` preset with no overrides, trained once: (run_dir, metrics)."""
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    _, metrics = train_run(run_dir)
+    return run_dir, metrics
+
+
+@pytest.fixture(scope="session")
+def smoke_export(smoke_run, tmp_path_factory):
+    """The smoke run exported once: MODELS/vae/1."""
+    from export.savedmodel import export_run
+
+    models = tmp_path_factory.mktemp("models")
+    return export_run(smoke_run[0], models, "vae")
