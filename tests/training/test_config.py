@@ -1,0 +1,40 @@
+"""The command line generated from config dataclasses: presets, overrides, clear errors."""
+import pytest
+
+from training.config import flat_dict, parse_config
+from training.vae import DERIVED, PRESETS
+
+
+def parse(*argv: str):
+    return parse_config(list(argv), PRESETS, prog="test", description="", hidden=DERIVED)[0]
+
+
+def test_preset_with_typed_overrides():
+    config = parse("--preset", "smoke", "--beta=4", "--hidden_units=32,16", "--binarize=false", "--epochs", "3")
+    assert config.model.beta == 4.0 and config.model.hidden_units == (32, 16)
+    assert config.binarize is False and config.epochs == 3
+    assert config.model.architecture == PRESETS["smoke"]().model.architecture  # untouched
+
+
+def test_default_preset_is_demo():
+    assert parse() == PRESETS["demo"]()
+
+
+def test_flat_dict_names_every_option_once():
+    flat = flat_dict(PRESETS["smoke"]())
+    assert flat["beta"] == 1.0 and flat["epochs"] == 2 and "model" not in flat
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
+    (["--no_such_key=1"], "unrecognized arguments: --no_such_key=1"),
+    (["--epochs=many"], "argument --epochs: invalid int value: 'many'"),
+    (["--architecture=rnn"], "argument --architecture: invalid choice: 'rnn'"),
+    (["--epochs=0"], "--epochs: epochs must be at least 1, got 0"),
+    (["--image_shape=1,2,3"], "unrecognized arguments"),  # derived from the data
+])
+def test_bad_options_exit_2_with_one_sentence(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse(*argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

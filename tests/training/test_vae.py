@@ -1,0 +1,101 @@
+"""Training for real on small presets: the loss falls, beta acts, runs resume, strategies run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import ROOT, run_module, train_run
+from training import vae
+
+
+def test_smoke_preset_lowers_heldout_loss_and_writes_everything(smoke_run):
+    run_dir, metrics = smoke_run
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history[0]["step"] == 0 and history[-1]["step"] == metrics["steps"] == 80
+    assert history[-1]["test_loss"] < history[0]["test_loss"] - 100  # 543 nats untrained
+    assert metrics["test_iw_nll"] <= metrics["test_negative_elbo"] + 1.0
+    for name in ("samples.png", "reconstructions.png", "latent.png", "learning_curves.png",
+                 "metrics.json", "config.json", "model.json", "examples.npz"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert list((run_dir / "tensorboard").iterdir())
+
+
+def test_raising_beta_lowers_the_kl(smoke_run, tmp_path):
+    _, beta_1 = smoke_run
+    _, beta_4 = train_run(tmp_path / "beta4", beta=4.0)
+    assert beta_4["test_rate"] < 0.7 * beta_1["test_rate"], (beta_4["test_rate"], beta_1["test_rate"])
+    assert beta_4["test_distortion"] > beta_1["test_distortion"]
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    config, metrics = train_run(tmp_path / "mirrored", strategy="mirrored", batch_size=50, epochs=1)
+    history = json.loads((tmp_path / "mirrored" / "history.json").read_text())
+    assert metrics["steps"] == 4000 // 100  # 2 replicas x 50 = a global batch of 100
+    assert history[-1]["test_loss"] < history[0]["test_loss"]
+
+
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "training", "vae", "--preset=smoke", "--epochs=20",
+               "--checkpoint_every=10", "--no_progress", f"--out={run_dir}"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 120
+    while not list(run_dir.glob("checkpoints/ckpt-*.index")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = sorted(int(p.stem.split("-")[1]) for p in run_dir.glob("checkpoints/ckpt-*.index"))
+    assert saved and saved[-1] < 800, "the run should have been killed mid-way"
+
+    finished = run_module("-m", "training", "vae", "--preset=smoke", "--epochs=20", "--checkpoint_every=10",
+                          "--no_progress", f"--out={run_dir}")
+    assert finished.returncode == 0, finished.stderr
+    resumed_from = int(finished.stdout.split("resuming from step ")[1].split()[0])
+    assert resumed_from >= saved[-1] > 0
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history[-1]["step"] == 800
+    assert [r["step"] for r in history] == sorted({r["step"] for r in history})  # no step logged twice
+
+
+def test_changed_config_refuses_to_resume(smoke_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        vae.main(["--preset=smoke", "--beta=2", f"--out={smoke_run[0]}"])
+    assert exit_info.value.code == 2
+    assert "holds a run with a different config (differs in: beta)" in capsys.readouterr().err
+
+
+def test_missing_data_folder_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        vae.main(["--preset=smoke", f"--data={tmp_path / 'nothing'}", f"--out={tmp_path / 'run'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("is neither 'mnist', 'digits' nor an existing folder of images") and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_family_exits_2():
+    result = run_module("-m", "training", "gan", "--out=x")
+    assert result.returncode == 2 and "unknown family 'gan'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(data="digits", architecture="conv", likelihood="continuous_bernoulli", binarize=False,
+         posterior_scale="exp", epochs=2, batch_size=64),
+    dict(data="digits", kind="dae", architecture="conv", epochs=2, batch_size=64, conditional=True),
+    dict(data="digits", kind="ae", epochs=2, batch_size=64, latent_dim=5),
+])
+def test_non_default_combinations_train(tmp_path, overrides):
+    run_dir = tmp_path / "run"
+    _, metrics = train_run(run_dir, **overrides)
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history[-1]["test_loss"] < history[0]["test_loss"]
+    assert (run_dir / "latent.png").exists()
+    if overrides.get("kind", "vae") == "vae":
+        assert "test_iw_nll" in metrics
