@@ -81,7 +81,7 @@ def demo() -> TrainConfig:
 def mnist() -> TrainConfig:
     """The best held-out NLL we reached on the shipped digits in about 15 minutes here."""
     return TrainConfig(model=VAEConfig(architecture="conv", latent_dim=16, hidden_units=(256,)),
-                       epochs=200, batch_size=64, iw_samples=1000)
+                       epochs=100, batch_size=64, iw_samples=1000)
 
 
 PRESETS = {"smoke": smoke, "demo": demo, "mnist": mnist}
