@@ -1,6 +1,6 @@
 """Training throughput of our VAE step against keras.io's VAE example, side by side.
 
-    .venv/bin/python -m benchmarks.vae_train            # full run, about 5-8 minutes here
+    .venv/bin/python -m benchmarks.vae_train            # full run: 4 minutes idle, up to 8 busy
     .venv/bin/python -m benchmarks.vae_train --quick    # about a minute, to check it works
 
 Three contenders train the same network, keras.io's conv VAE (Conv2D 32/64 stride 2,
@@ -30,6 +30,9 @@ How to read it:
   between runs (DESIGN.md: identical epochs here run on either about 2 or about 1 core).
 - "per-round" ratios divide medians taken within each round, which cancels slow spells
   that last a whole round; if they disagree with the overall ratios, trust neither much.
+- "last loss" is each contender's mean training loss (nats per image) over its last epoch:
+  a check that all three optimise the same objective on the same scale, not a contest
+  (initialisation, posterior scale and noise draws differ).
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ class Settings:
     peak_repeats: int
 
 
-FULL = Settings(rounds=7, epochs_per_round=2, peak_repeats=6)
+FULL = Settings(rounds=10, epochs_per_round=2, peak_repeats=6)
 QUICK = Settings(rounds=2, epochs_per_round=1, peak_repeats=3)
 
 
