@@ -41,6 +41,9 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+_parse_bool.__name__ = "true|false"  # argparse shows it as the metavar and in errors
+
+
 def _converter(annotation: Any) -> tuple[Callable[[str], Any], list | None]:
     """(function from text to value, allowed choices) for a field's type annotation."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
