@@ -208,47 +208,49 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
         return {f"test_{name}": value / len(test_images) for name, value in totals.items()}
 
     # Training loop.
+    done = int(step.numpy())  # steps taken so far, mirrored in Python
     history_path = run_dir / "history.json"
-    history = [r for r in read_json(history_path) if r["step"] <= int(step.numpy())] if history_path.exists() else []
+    history = [r for r in read_json(history_path) if r["step"] <= done] if history_path.exists() else []
     if chief:
         write_json(run_dir / "config.json", flat_dict(config))
         write_json(run_dir / "model.json", {"family": "vae", "config": dataclasses.asdict(config.model)})
         writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-        with writer.as_default(step=int(step.numpy())):
+        with writer.as_default(step=done):
             tf.summary.text("config", "\n".join(f"    {k} = {v}" for k, v in flat_dict(config).items()))
     else:
         writer = tf.summary.create_noop_writer()
-    if int(step.numpy()) == 0:
+    if done == 0:
         history = [{"step": 0, "epoch": 0, **evaluate()}]
-    bar = tqdm(total=total_steps, initial=int(step.numpy()), unit="step", disable=not (progress and chief),
+    bar = tqdm(total=total_steps, initial=done, unit="step", disable=not (progress and chief),
                dynamic_ncols=True, desc="vae")
     if manager.latest_checkpoint and chief:
-        bar.write(f"resuming from step {int(step.numpy())} ({manager.latest_checkpoint})")
-    while int(step.numpy()) < total_steps:
-        epoch, skip = divmod(int(step.numpy()), steps_per_epoch)
+        bar.write(f"resuming from step {done} ({manager.latest_checkpoint})")
+    while done < total_steps:
+        epoch, skip = divmod(done, steps_per_epoch)
         sums, count, started = {}, 0, time.perf_counter()
         for images, labels in epoch_dataset(epoch, skip):
             metrics = train_step(images, labels, step)
             step.assign_add(1)
+            done += 1
             count += 1
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
-            if int(step.numpy()) % 20 == 0:
-                with writer.as_default(step=int(step.numpy())):
+            if done % 20 == 0:
+                with writer.as_default(step=done):
                     for name, value in metrics.items():
                         tf.summary.scalar(f"train/{name}", value)
                 bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", epoch=epoch + 1)
             bar.update(1)
-            if int(step.numpy()) % config.checkpoint_every == 0:
-                manager.save(checkpoint_number=int(step.numpy()))
+            if done % config.checkpoint_every == 0:
+                manager.save(checkpoint_number=done)
         seconds = time.perf_counter() - started
-        record = {"step": int(step.numpy()), "epoch": epoch + 1, **{f"train_{k}": v / count for k, v in sums.items()},
+        record = {"step": done, "epoch": epoch + 1, **{f"train_{k}": v / count for k, v in sums.items()},
                   "images_per_second": count * global_batch / seconds, **evaluate()}
         history.append(record)
-        manager.save(checkpoint_number=int(step.numpy()))
+        manager.save(checkpoint_number=done)
         if chief:
             write_json(history_path, history)
-            with writer.as_default(step=int(step.numpy())):
+            with writer.as_default(step=done):
                 for name, value in record.items():
                     if name.startswith("test_") or name == "images_per_second":
                         tf.summary.scalar(name.replace("test_", "test/"), value)
