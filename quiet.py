@@ -29,5 +29,7 @@ def quiet_tensorflow() -> None:
     with _stderr_silenced():
         import tensorflow as tf  # noqa: F401
 
-        tf.constant(0)  # device initialisation prints too
+        # Probing the hardware prints too (cuInit). Listing devices probes it without starting
+        # the runtime, so strategies and logical devices can still be configured afterwards.
+        tf.config.list_physical_devices()
         tf.get_logger().setLevel("ERROR")

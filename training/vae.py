@@ -149,12 +149,13 @@ def make_train_step(model: VAE, optimizer: keras.optimizers.Optimizer, strategy:
 
 def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
     """Train (or resume) into `run_dir`; return the final metrics, also written to metrics.json."""
+    # Strategy first: multi-worker collectives must be configured before any op runs.
+    strategy = make_strategy(config.strategy)
     # Seed and data.
     keras.utils.set_random_seed(config.seed)
     data = load_images(config.data)
     config = prepare(config, data)
     check_resumable(run_dir, config)
-    strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps_per_epoch = len(data.train_images) // global_batch

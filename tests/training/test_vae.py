@@ -99,3 +99,28 @@ def test_non_default_combinations_train(tmp_path, overrides):
     assert (run_dir / "latent.png").exists()
     if overrides.get("kind", "vae") == "vae":
         assert "test_iw_nll" in metrics
+
+
+def test_two_workers_train_one_model_and_only_the_chief_writes(tmp_path):
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    run_dir = tmp_path / "run"
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "training", "vae", "--preset=smoke", "--strategy=multi_worker", "--epochs=1",
+         "--batch_size=50", "--no_progress", f"--out={run_dir}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT),
+             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
+        for index in range(2)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 4000 // 100  # 2 workers x 50
+    figures = [[line for line in out.splitlines() if line.startswith("test_")] for out, _ in outputs]
+    assert figures[0] and figures[0] == figures[1]  # the same weights on both workers
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.index")) == ["ckpt-40.index"]
