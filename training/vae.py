@@ -9,7 +9,7 @@ again with the same command, a run resumes from its last checkpoint, at the same
 from __future__ import annotations
 
 import dataclasses
-import math
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -259,6 +259,8 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
 
     # Final evaluation and pictures.
     metrics = final_metrics(model, config, data, test_images, history)
+    if not chief:
+        shutil.rmtree(manager.directory, ignore_errors=True)  # this worker's scratch checkpoints
     if chief:
         write_json(run_dir / "metrics.json", metrics)
         np.savez_compressed(run_dir / "examples.npz", images=test_images[:8], labels=data.test_labels[:8])

@@ -89,7 +89,7 @@ def test_unknown_family_exits_2():
     dict(data="digits", architecture="conv", likelihood="continuous_bernoulli", binarize=False,
          posterior_scale="exp", epochs=2, batch_size=64),
     dict(data="digits", kind="dae", architecture="conv", epochs=2, batch_size=64, conditional=True),
-    dict(data="digits", kind="ae", epochs=2, batch_size=64, latent_dim=5),
+    dict(data="digits", kind="ae", epochs=2, batch_size=64, latent_dim=5, jit_compile=True),
 ])
 def test_non_default_combinations_train(tmp_path, overrides):
     run_dir = tmp_path / "run"
