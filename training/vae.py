@@ -63,23 +63,26 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
 
-# Presets: each reproduces the figure in its docstring with no overrides (README table).
+# Presets: with no overrides, each reproduces the figures in its docstring (README table;
+# held-out, shipped MNIST digits, nats per image, on a 2-core CPU).
 
 
 def smoke() -> TrainConfig:
-    """Seconds, for tests: a small MLP VAE, 2 epochs on the shipped digits."""
+    """For tests: a small MLP VAE, 2 epochs. -ELBO 238.47, NLL <= 233.57 (k=8), 16 s."""
     return TrainConfig(model=VAEConfig(architecture="mlp", latent_dim=2, hidden_units=(64,)),
                        epochs=2, batch_size=100, iw_samples=8)
 
 
 def demo() -> TrainConfig:
-    """About two minutes here: keras.io's conv VAE with a 2-D latent, so the latent map shows."""
+    """keras.io's conv VAE layout (encoder dense 64 where keras.io has 16) with a 2-D latent,
+    so the latent map shows. -ELBO 164.73, NLL <= 162.26 (k=100), 1 min 56 s."""
     return TrainConfig(model=VAEConfig(architecture="conv", latent_dim=2, hidden_units=(64,)),
                        epochs=30, batch_size=128, iw_samples=100)
 
 
 def mnist() -> TrainConfig:
-    """The best held-out NLL we reached on the shipped digits in about 15 minutes here."""
+    """The best held-out NLL we reached on the shipped digits within 15 minutes: -ELBO 102.44,
+    NLL <= 94.77 (k=1000), 9 min 14 s. Past 100 epochs the held-out loss stops falling."""
     return TrainConfig(model=VAEConfig(architecture="conv", latent_dim=16, hidden_units=(256,)),
                        epochs=100, batch_size=64, iw_samples=1000)
 
@@ -113,6 +116,7 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
 
 
 def json_value(value):
+    """A config value as it reads back from JSON (tuples become lists)."""
     return list(value) if isinstance(value, tuple) else value
 
 
