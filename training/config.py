@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import types
 import typing
 from typing import Any, Callable, TypeVar
 
@@ -56,7 +57,7 @@ def _converter(annotation: Any) -> tuple[Callable[[str], Any], list | None]:
             return tuple(element(part) for part in text.split(",") if part.strip())
         parse_tuple.__name__ = f"comma-separated {element.__name__} list"
         return parse_tuple, None
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         inner, choices = _converter(next(a for a in args if a is not type(None)))
 
         def parse_optional(text: str):
@@ -103,19 +104,16 @@ def _get(config: Any, path: tuple[str, ...]) -> Any:
     return config
 
 
-def parse_config(argv: list[str] | None, presets: dict[str, Callable[[], Config]], *,
-                 prog: str, description: str, hidden: frozenset[str] = frozenset(),
-                 parser: argparse.ArgumentParser | None = None,
-                 ) -> tuple[Config, argparse.Namespace]:
+def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
+                 presets: dict[str, Callable[[], Config]], default_preset: str, *,
+                 hidden: frozenset[str] = frozenset()) -> tuple[Config, argparse.Namespace]:
     """Parse ``--preset NAME --key=value ...`` into a config built from that preset.
 
-    `hidden` names fields the program derives itself (not settable). Extra arguments added to
-    `parser` beforehand come back in the namespace. Bad input exits with status 2 and one
-    sentence naming the option and what was expected.
+    `parser` carries the program's own arguments, which come back in the namespace; `hidden`
+    names fields the program derives itself (not settable). Bad input exits with status 2 and
+    one sentence naming the option and what was expected.
     """
-    parser = parser or argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--preset", choices=sorted(presets), default="demo" if "demo" in presets else None,
-                        required="demo" not in presets,
+    parser.add_argument("--preset", choices=sorted(presets), default=default_preset,
                         help="named hyperparameters that reproduce a documented result (default: %(default)s)")
     config_type = type(next(iter(presets.values()))())
     fields = {k: v for k, v in _flat_fields(config_type).items() if k not in hidden}

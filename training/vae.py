@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training vae", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    config, args = parse_config(argv, PRESETS, prog=parser.prog, description="", hidden=DERIVED, parser=parser)
+    config, args = parse_config(argv, parser, PRESETS, "demo", hidden=DERIVED)
     try:
         metrics = train(config, args.out, progress=not args.no_progress)
     except UserError as error:

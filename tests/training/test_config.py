@@ -1,4 +1,6 @@
 """The command line generated from config dataclasses: presets, overrides, clear errors."""
+import argparse
+
 import pytest
 
 from training.config import flat_dict, parse_config
@@ -6,7 +8,7 @@ from training.vae import DERIVED, PRESETS
 
 
 def parse(*argv: str):
-    return parse_config(list(argv), PRESETS, prog="test", description="", hidden=DERIVED)[0]
+    return parse_config(list(argv), argparse.ArgumentParser(prog="test"), PRESETS, "demo", hidden=DERIVED)[0]
 
 
 def test_preset_with_typed_overrides():
