@@ -214,6 +214,10 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
 
     # Training loop.
     done = int(step.numpy())  # steps taken so far, mirrored in Python
+    metrics_path = run_dir / "metrics.json"
+    if done == total_steps and metrics_path.exists():  # finished before: nothing to redo
+        print(f"{run_dir} is already trained ({done} steps); its metrics.json and pictures stand")
+        return read_json(metrics_path)
     history_path = run_dir / "history.json"
     history = [r for r in read_json(history_path) if r["step"] <= done] if history_path.exists() else []
     if chief:
@@ -252,7 +256,8 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
         record = {"step": done, "epoch": epoch + 1, **{f"train_{k}": v / count for k, v in sums.items()},
                   "images_per_second": count * global_batch / seconds, **evaluate()}
         history.append(record)
-        manager.save(checkpoint_number=done)
+        if done % config.checkpoint_every:  # else the loop has just saved this step
+            manager.save(checkpoint_number=done)
         if chief:
             write_json(history_path, history)
             with writer.as_default(step=done):
@@ -266,7 +271,7 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
     if not chief:
         shutil.rmtree(manager.directory, ignore_errors=True)  # this worker's scratch checkpoints
     if chief:
-        write_json(run_dir / "metrics.json", metrics)
+        write_json(metrics_path, metrics)
         np.savez_compressed(run_dir / "examples.npz", images=test_images[:8], labels=data.test_labels[:8])
         draw_pictures(model, config, data, test_images, history, run_dir)
         writer.flush()
