@@ -75,18 +75,23 @@ def load_run(run_dir: Path) -> tuple[keras.Model, dict]:
     return model, info
 
 
-def warmup_inputs(specs: list[tf.TensorSpec], examples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Two rows per input: real held-out images and labels when the run kept some, seeds 1 and
-    2, zeros for anything else."""
+def filler_inputs(specs: list[tuple[str, tf.DType, list[int | None]]],
+                  examples: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """A batch of 2 for a signature's (alias, dtype, dims) inputs: the example rows given for
+    an alias (real held-out images and labels), else integers 1..n (so seeds differ), b'' for
+    strings, zeros for floats. An unknown dimension is 2 for the batch and 1 elsewhere."""
+    examples = examples or {}
     inputs = {}
-    for spec in specs:
-        shape = [2 if d is None else d for d in spec.shape]
-        if spec.name in examples:
-            inputs[spec.name] = examples[spec.name][:2].astype(spec.dtype.as_numpy_dtype)
-        elif spec.dtype.is_integer:
-            inputs[spec.name] = np.arange(1, 3, dtype=spec.dtype.as_numpy_dtype).reshape(shape)
+    for alias, dtype, dims in specs:
+        shape = [(2 if i == 0 else 1) if d is None else d for i, d in enumerate(dims)]
+        if alias in examples:
+            inputs[alias] = examples[alias][:shape[0]].astype(dtype.as_numpy_dtype)
+        elif dtype.is_integer:
+            inputs[alias] = np.arange(1, 1 + int(np.prod(shape))).reshape(shape).astype(dtype.as_numpy_dtype)
+        elif dtype == tf.string:
+            inputs[alias] = np.full(shape, b"", dtype=object)
         else:
-            inputs[spec.name] = np.zeros(shape, spec.dtype.as_numpy_dtype)
+            inputs[alias] = np.zeros(shape, dtype.as_numpy_dtype)
     return inputs
 
 
@@ -140,7 +145,8 @@ def export_run(run_dir: Path, models_dir: Path, name: str) -> Path:
         version_dir = staging / "saved_model"
         extra = version_dir / "assets.extra"
         extra.mkdir(exist_ok=True)
-        requests = {s: warmup_inputs(specs, examples) for s, (_, specs) in signatures.items()}
+        requests = {signature: filler_inputs([(s.name, s.dtype, list(s.shape)) for s in specs], examples)
+                    for signature, (_, specs) in signatures.items()}
         write_warmup(extra / WARMUP, name, requests)
         card = model_card(model, info, run_dir, name, signatures)
         (extra / CARD).write_text(json.dumps(card, indent=2, default=str) + "\n")

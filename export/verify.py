@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from export.savedmodel import CARD, WARMUP, ExportError, version_numbers
+from export.savedmodel import CARD, WARMUP, ExportError, filler_inputs, version_numbers
 
 tf1 = tf.compat.v1
 
@@ -58,22 +58,6 @@ def read_warmup(version_dir: Path) -> dict[str, dict[str, np.ndarray]]:
             requests.setdefault(request.model_spec.signature_name or "serving_default",
                                 {alias: tf.make_ndarray(t) for alias, t in request.inputs.items()})
     return requests
-
-
-def spec_inputs(signature) -> dict[str, np.ndarray]:
-    """A batch of 2 from the signature's specs: zeros, integers 1..n (distinct seeds), b''."""
-    inputs = {}
-    for alias, info in signature.inputs.items():
-        dtype = tf.dtypes.as_dtype(info.dtype)
-        dims = [d.size for d in info.tensor_shape.dim]
-        shape = [2 if (i == 0 and d < 0) else max(d, 1) for i, d in enumerate(dims)]
-        if dtype.is_integer:
-            inputs[alias] = np.arange(1, 1 + int(np.prod(shape))).reshape(shape).astype(dtype.as_numpy_dtype)
-        elif dtype == tf.string:
-            inputs[alias] = np.full(shape, b"", dtype=object)
-        else:
-            inputs[alias] = np.zeros(shape, dtype.as_numpy_dtype)
-    return inputs
 
 
 def check_output(alias: str, value: np.ndarray, expected: dict, batch: int) -> str | None:
@@ -115,7 +99,9 @@ def verify(path: Path) -> tuple[Path, list[SignatureResult]]:
             results.append(SignatureResult(missing, False, "listed in the model card but not in the SavedModel"))
         for name in names:
             signature = meta.signature_def[name]
-            inputs = warmup.get(name) or spec_inputs(signature)
+            inputs = warmup.get(name) or filler_inputs(
+                [(alias, tf.dtypes.as_dtype(info.dtype), [None if d.size < 0 else d.size for d in info.tensor_shape.dim])
+                 for alias, info in signature.inputs.items()])
             source = "warm-up" if name in warmup else "spec"
             aliases = sorted(signature.outputs)
             try:
