@@ -60,6 +60,12 @@ def read_warmup(version_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     return requests
 
 
+def input_specs(signature) -> list[tuple[str, tf.DType, list[int | None]]]:
+    """(alias, dtype, dims with None for unknown) of a SignatureDef's inputs."""
+    return [(alias, tf.dtypes.as_dtype(info.dtype), [None if d.size < 0 else d.size for d in info.tensor_shape.dim])
+            for alias, info in signature.inputs.items()]
+
+
 def check_output(alias: str, value: np.ndarray, expected: dict, batch: int) -> str | None:
     """A sentence saying what is wrong with one output, or None."""
     if "shape" in expected:
@@ -99,9 +105,7 @@ def verify(path: Path) -> tuple[Path, list[SignatureResult]]:
             results.append(SignatureResult(missing, False, "listed in the model card but not in the SavedModel"))
         for name in names:
             signature = meta.signature_def[name]
-            inputs = warmup.get(name) or filler_inputs(
-                [(alias, tf.dtypes.as_dtype(info.dtype), [None if d.size < 0 else d.size for d in info.tensor_shape.dim])
-                 for alias, info in signature.inputs.items()])
+            inputs = warmup.get(name) or filler_inputs(input_specs(signature))
             source = "warm-up" if name in warmup else "spec"
             aliases = sorted(signature.outputs)
             try:
