@@ -1,0 +1,18 @@
+"""`python -m serving serve [tensorflow_model_server flags]` or `python -m serving query ...`."""
+import sys
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("serve", "query"):
+        print("usage: python -m serving serve [--port=8500 --model_name=NAME --model_base_path=PATH ...]\n"
+              "       python -m serving query {status,metadata,sample,act,play} ...", file=sys.stderr)
+        return 2
+    if argv[0] == "serve":
+        from serving.server import serve
+        return serve(argv[1:])
+    from serving.query import query
+    return query(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

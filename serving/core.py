@@ -1,0 +1,237 @@
+"""What both front ends (gRPC and REST) call: resolve the model, check the request, run it.
+
+The order of the checks is predict_util.cc's: the signature, the input count, each input
+alias and tensor, the output filter, then one session run (through the batcher when
+batching is on). Every outcome is counted in the real server's metrics.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import classification_pb2, inference_pb2, model_pb2, regression_pb2
+
+from serving.batching import Batcher, BatchOptions
+from serving.errors import ServingError, describe, invalid
+from serving.manager import ModelManager
+from serving.metrics import Metrics
+from serving.servable import DEFAULT_SIGNATURE, Servable, warmup_requests
+from serving.tensors import to_ndarray
+
+CLASSIFY, REGRESS, PREDICT = ("tensorflow/serving/classify", "tensorflow/serving/regress",
+                              "tensorflow/serving/predict")
+
+
+def spec_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
+    """(version, label) of a ModelSpec's version_choice."""
+    which = spec.WhichOneof("version_choice")
+    return (spec.version.value if which == "version" else None,
+            spec.version_label if which == "version_label" else None)
+
+
+def prepare(servable: Servable, signature_name: str, inputs: dict, output_filter=()):
+    """The checked (signature, input arrays, output aliases) of a Predict, or the real server's error."""
+    signature = servable.signature(signature_name)
+    servable.check_inputs(signature, inputs)
+    arrays = {alias: value if isinstance(value, np.ndarray) else to_ndarray(value, alias)
+              for alias, value in inputs.items()}
+    return signature, arrays, servable.output_aliases(signature, output_filter)
+
+
+class ServerCore:
+    """The model manager, the executor that runs sessions, the batcher and the metrics."""
+
+    def __init__(self, manager: ModelManager, metrics: Metrics, *, batching: BatchOptions | None = None,
+                 threads: int = 16):
+        self.manager = manager
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="session-run")
+        self.batching = batching
+        self.batcher: Batcher | None = None  # made on the event loop, which its queues belong to
+
+    @contextlib.contextmanager
+    def servable(self, spec: model_pb2.ModelSpec):
+        version, label = spec_choice(spec)
+        servable = self.manager.acquire(spec.name, version, label)
+        try:
+            yield servable
+        finally:
+            servable.release()
+
+    @contextlib.contextmanager
+    def counted(self, model: str, api: str, entrypoint: str):
+        """Record request_count by status and, for successes, request_latency (front ends call this)."""
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception as error:
+            self.metrics.request_count.inc(model, describe(error)[0].name)
+            raise
+        self.metrics.request_count.inc(model, "OK")
+        self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6, model, api, entrypoint)
+
+    async def predict(self, spec: model_pb2.ModelSpec, inputs: dict, output_filter=(), *,
+                      deadline: float | None = None):
+        """(version served, signature name, outputs) of one Predict."""
+        with self.servable(spec) as servable:
+            name = spec.signature_name or DEFAULT_SIGNATURE
+            signature, arrays, aliases = prepare(servable, name, inputs, output_filter)
+            start = time.perf_counter()
+            if self.batching is not None:
+                if self.batcher is None:
+                    self.batcher = Batcher(self.batching, self.executor, self.metrics)
+                outputs = await self.batcher.run(servable, name, signature, arrays, aliases, deadline)
+            else:
+                timeout = None if deadline is None else deadline - time.perf_counter()
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, servable.run, signature, arrays, aliases, timeout)
+            self.metrics.runtime_latency.observe((time.perf_counter() - start) * 1e6, spec.name, "Predict", "TF1")
+            return servable.version, name, outputs
+
+    # ---------------------------------------------------------------- classify / regress
+    async def infer(self, method: str, spec: model_pb2.ModelSpec, request_input, *,
+                    deadline: float | None = None):
+        """Classify or Regress: only signatures built for them answer, as in classifier.cc."""
+        with self.servable(spec) as servable:
+            name = spec.signature_name or DEFAULT_SIGNATURE
+            if name not in servable.signatures:
+                raise invalid(f"No signature was found with the name: {name}")
+            return servable.version, name, await self._infer(servable, method, name, request_input, deadline)
+
+    async def _infer(self, servable: Servable, method: str, name: str, request_input, deadline: float | None):
+        signature = servable.signatures[name]
+        feed, outputs = check_inference_signature(method, signature)
+        examples = serialized_examples(request_input)
+        timeout = None if deadline is None else deadline - time.perf_counter()
+        values = await asyncio.get_running_loop().run_in_executor(
+            self.executor, servable.run, signature, {feed: examples}, outputs, timeout)
+        return inference_result(method, values, len(examples))
+
+    async def multi_inference(self, request: inference_pb2.MultiInferenceRequest, *, deadline=None):
+        model = ""
+        names: list[str] = []
+        for task in request.tasks:
+            if not task.model_spec.name:
+                raise invalid("Found ModelSpec with an empty model name.")
+            if model and task.model_spec.name != model:
+                raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            model = task.model_spec.name
+            name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if name in names:
+                raise invalid(f"Duplicate evaluation of signature: {name}")
+            names.append(name)
+        if not request.tasks:
+            raise invalid("MultiInferenceRequest must contain at least one task")
+        with self.servable(request.tasks[0].model_spec) as servable:
+            response = inference_pb2.MultiInferenceResponse()
+            for task, name in zip(request.tasks, names):
+                if name not in servable.signatures:
+                    raise invalid(f"Requested signature not found in model graph: {name}")
+                if task.method_name not in (CLASSIFY, REGRESS):
+                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                       f"Unsupported signature method_name: {task.method_name}")
+                check_inference_signature(task.method_name, servable.signatures[name])
+            for task, name in zip(request.tasks, names):
+                result = await self._infer(servable, task.method_name, name, request.input, deadline)
+                out = response.results.add()
+                out.model_spec.name, out.model_spec.signature_name = model, task.model_spec.signature_name
+                out.model_spec.version.value = servable.version
+                if task.method_name == CLASSIFY:
+                    out.classification_result.CopyFrom(result)
+                else:
+                    out.regression_result.CopyFrom(result)
+            return response
+
+    # ---------------------------------------------------------------- warm-up
+    def warmup(self, servable: Servable) -> None:
+        """Replay the version's warm-up records before it takes traffic; any failure fails the load."""
+        start = time.perf_counter()
+        status = "OK"
+        try:
+            for log in warmup_requests(servable.path):
+                kind = log.WhichOneof("log_type")
+                if kind != "predict_log":
+                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
+                request = log.predict_log.request
+                name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+                signature, arrays, aliases = prepare(servable, name, dict(request.inputs), request.output_filter)
+                servable.run(signature, arrays, aliases)
+        except Exception as error:
+            status = describe(error)[0].name
+            raise
+        finally:
+            self.metrics.warmup_latency.observe((time.perf_counter() - start) * 1e6, str(servable.path), status)
+
+
+def check_inference_signature(method: str, signature) -> tuple[str, list[str]]:
+    """PreProcessClassification / PreProcessRegression: (input alias, output aliases) or the error."""
+    kind = "classification" if method == CLASSIFY else "regression"
+    if len(signature.inputs) != 1:
+        raise invalid("Expected one input Tensor.")
+    if method == CLASSIFY and len(signature.outputs) not in (1, 2):
+        raise invalid(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+    if method == REGRESS and len(signature.outputs) != 1:
+        raise invalid("Expected one output Tensor.")
+    if "inputs" not in signature.inputs:
+        raise invalid(f"No {kind} inputs found in SignatureDef: {signature}")
+    wanted = ["classes", "scores"] if method == CLASSIFY else ["outputs"]
+    outputs = [a for a in wanted if a in signature.outputs]
+    if not outputs:
+        if method == CLASSIFY:
+            raise invalid(f'Expected classification signature outputs to contain at least one of "classes" or '
+                          f'"scores". Signature was: {signature}')
+        raise invalid(f"No regression outputs found in SignatureDef: {signature}")
+    return "inputs", outputs
+
+
+def serialized_examples(request_input) -> np.ndarray:
+    """The request's tf.Examples, serialized, with the context merged into each (ExampleListWithContext)."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        examples = list(request_input.example_list.examples)
+    elif kind == "example_list_with_context":
+        context = request_input.example_list_with_context.context
+        examples = []
+        for example in request_input.example_list_with_context.examples:
+            merged = example_pb2.Example()
+            merged.CopyFrom(context)
+            merged.MergeFrom(example)
+            examples.append(merged)
+    else:
+        raise invalid("Input is empty.")
+    if not examples:
+        raise invalid("Input is empty.")
+    out = np.empty(len(examples), dtype=object)
+    out[:] = [e.SerializeToString() for e in examples]
+    return out
+
+
+def inference_result(method: str, values: dict[str, np.ndarray], count: int):
+    """ClassificationResult or RegressionResult from the fetched tensors."""
+    if method == REGRESS:
+        result = regression_pb2.RegressionResult()
+        flat = values["outputs"].reshape(-1)
+        if flat.shape[0] != count:
+            raise invalid(f"Expected output batch size to be {count}.  Got: {flat.shape[0]}")
+        for value in flat:
+            result.regressions.add(value=float(value))
+        return result
+    result = classification_pb2.ClassificationResult()
+    classes, scores = values.get("classes"), values.get("scores")
+    for row in range(count):
+        out = result.classifications.add()
+        width = (classes if classes is not None else scores).shape[1]
+        for column in range(width):
+            item = out.classes.add()
+            if classes is not None:
+                item.label = classes[row, column].decode() if isinstance(classes[row, column], bytes) \
+                    else str(classes[row, column])
+            if scores is not None:
+                item.score = float(scores[row, column])
+    return result
+

@@ -1,0 +1,162 @@
+"""`tensorflow.serving.PredictionService` and `ModelService` over grpc.aio, with the official stubs."""
+from __future__ import annotations
+
+import functools
+import time
+
+import grpc
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
+
+from serving.core import CLASSIFY, REGRESS, ServerCore, spec_choice
+from serving.errors import describe, invalid
+from serving.tensors import to_proto
+
+
+def _answer(api: str | None = None):
+    """Turn any failure into the status the real server gives (never a Python traceback).
+
+    With `api`, the request is counted in request_count and request_latency under that name.
+    """
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def wrapper(self, request, context):
+            try:
+                if api is None:
+                    return await handler(self, request, context)
+                spec = request.tasks[0].model_spec if api == "MultiInference" and request.tasks else request.model_spec
+                with self.core.counted(spec.name, api, "GRPC"):
+                    return await handler(self, request, context)
+            except Exception as error:
+                code, message = describe(error)
+                await context.abort(code, message)
+        return wrapper
+    return decorate
+
+
+def _deadline(context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.perf_counter() + remaining
+
+
+def _require_spec(request) -> None:
+    if not request.HasField("model_spec"):
+        raise invalid("Missing ModelSpec")
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core: ServerCore, tensor_content: bool = False):
+        self.core = core
+        self.tensor_content = tensor_content
+
+    @_answer("Predict")
+    async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+        _require_spec(request)
+        version, name, outputs = await self.core.predict(request.model_spec, dict(request.inputs),
+                                                         request.output_filter, deadline=_deadline(context))
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name, response.model_spec.signature_name = request.model_spec.name, name
+        response.model_spec.version.value = version
+        for alias, value in outputs.items():
+            response.outputs[alias].CopyFrom(to_proto(value, self.tensor_content))
+        return response
+
+    @_answer("Classify")
+    async def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
+        _require_spec(request)
+        response = classification_pb2.ClassificationResponse()
+        version, name, result = await self.core.infer(CLASSIFY, request.model_spec, request.input,
+                                                      deadline=_deadline(context))
+        response.result.CopyFrom(result)
+        _fill_spec(response.model_spec, request.model_spec.name, name, version)
+        return response
+
+    @_answer("Regress")
+    async def Regress(self, request, context) -> regression_pb2.RegressionResponse:
+        _require_spec(request)
+        response = regression_pb2.RegressionResponse()
+        version, name, result = await self.core.infer(REGRESS, request.model_spec, request.input,
+                                                      deadline=_deadline(context))
+        response.result.CopyFrom(result)
+        _fill_spec(response.model_spec, request.model_spec.name, name, version)
+        return response
+
+    @_answer("MultiInference")
+    async def MultiInference(self, request, context):
+        return await self.core.multi_inference(request, deadline=_deadline(context))
+
+    @_answer()
+    async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
+        _require_spec(request)
+        if not request.metadata_field:
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise invalid(f"Metadata field {field} is not supported")
+        with self.core.servable(request.model_spec) as servable:
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = request.model_spec.name
+            response.model_spec.version.value = servable.version
+            packed = any_pb2.Any()
+            packed.Pack(servable.signature_map())
+            response.metadata["signature_def"].CopyFrom(packed)
+            return response
+
+
+def _fill_spec(spec, name: str, signature_name: str, version: int) -> None:
+    spec.name, spec.signature_name = name, signature_name
+    spec.version.value = version
+
+
+def model_status(core: ServerCore, request: get_model_status_pb2.GetModelStatusRequest):
+    """GetModelStatusResponse for a request (shared by gRPC and REST)."""
+    _require_spec(request)
+    version, label = spec_choice(request.model_spec)
+    if label is not None:
+        servable = core.manager.acquire(request.model_spec.name, label=label)
+        servable.release()
+        version = servable.version
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for entry in core.manager.status(request.model_spec.name, version):
+        status = response.model_version_status.add(version=entry.number, state=entry.state)
+        status.status.error_code = entry.error_code.value[0]
+        status.status.error_message = entry.error_message
+    return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core: ServerCore, reload):
+        self.core = core
+        self.reload = reload
+
+    @_answer()
+    async def GetModelStatus(self, request, context):
+        return model_status(self.core, request)
+
+    @_answer()
+    async def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, context):
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise invalid("ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                          "ModelConfigList is currently supported")
+        await self.reload(request.config.model_config_list)
+        return model_management_pb2.ReloadConfigResponse()
+
+
+async def start_grpc(core: ServerCore, reload, addresses: list[str], tensor_content: bool,
+                     options: list[tuple[str, object]] = ()) -> grpc.aio.Server:
+    """Start the gRPC server on every address, with the real server's unlimited message sizes."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2**31 - 1),
+                                      ("grpc.max_send_message_length", 2**31 - 1),
+                                      ("grpc.so_reuseport", 0),  # a taken port is an error, not a silent share
+                                      *options])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core, tensor_content), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, reload), server)
+    for address in addresses:
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise OSError(f"cannot listen for gRPC on {address}: {error}") from None
+    await server.start()
+    return server

@@ -1,0 +1,286 @@
+"""Which model versions are loaded, and the switch from one to the next without a gap.
+
+Like the real server: every model of the `ModelConfigList` is watched under its base path;
+its version policy (`latest`, `all`, `specific`) names the aspired versions; a new version
+is loaded and warmed up before it takes traffic, and the versions it replaces are unloaded
+only afterwards (AvailabilityPreservingPolicy), each after its running requests finish. A
+version that fails to load stays END with its error and never displaces a working one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import grpc
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.errors import ServingError, describe, invalid
+from serving.servable import Servable
+
+log = logging.getLogger("serving")
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+@dataclasses.dataclass
+class Version:
+    """What GetModelStatus reports for one version, and the servable once it is AVAILABLE."""
+    number: int
+    state: int = State.START
+    error_code: grpc.StatusCode = grpc.StatusCode.OK
+    error_message: str = ""
+    servable: Servable | None = None
+
+
+@dataclasses.dataclass
+class Model:
+    config: model_server_config_pb2.ModelConfig
+    versions: dict[int, Version] = dataclasses.field(default_factory=dict)
+    labels: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def version_dirs(base_path: str) -> list[int]:
+    """Versions on disk: children named by an integer (`007` is 7), as SimpleAtoi reads them."""
+    base = Path(base_path)
+    if not base.is_dir():
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find base path {base_path} for servable "
+                           f"{base.name}")
+    found = []
+    for child in base.iterdir():
+        if child.is_dir() and re.fullmatch(r"\+?\d{1,18}", child.name):
+            found.append(int(child.name))
+    return sorted(found)
+
+
+def aspired(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> list[int]:
+    """The versions the model's version policy wants loaded (default: the latest one)."""
+    policy = config.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return on_disk
+    if kind == "specific":
+        return [v for v in on_disk if v in set(policy.specific.versions)]
+    keep = max(1, policy.latest.num_versions) if kind == "latest" else 1
+    return on_disk[-keep:]
+
+
+def check_config_list(configs: model_server_config_pb2.ModelConfigList) -> None:
+    """The real server's validation of a model list: names unique, paths absolute, platform tensorflow."""
+    seen = set()
+    for config in configs.config:
+        if not config.name:
+            raise invalid("Every model in the config list needs a name")
+        if config.name in seen:
+            raise invalid(f"Illegal to list model {config.name} multiple times in config list")
+        seen.add(config.name)
+        if not (config.base_path.startswith("/") or "://" in config.base_path):
+            raise invalid(f"Expected model {config.name} to have an absolute path or URI; "
+                          f"got base_path()={config.base_path}")
+        if config.model_platform not in ("", "tensorflow"):
+            raise invalid(f"Model {config.name} has model_platform {config.model_platform!r}; "
+                          "this server serves only \"tensorflow\"")
+
+
+class ModelManager:
+    """Loads, serves and unloads versions; `acquire` is the request path's only entry."""
+
+    def __init__(self, configs: model_server_config_pb2.ModelConfigList, *,
+                 warmup: Callable[[Servable], None] | None = None,
+                 max_load_retries: int = 5, load_retry_seconds: float = 60.0,
+                 allow_labels_for_unavailable: bool = False, on_load_attempt=None,
+                 session_options: dict | None = None):
+        check_config_list(configs)
+        self.models: dict[str, Model] = {c.name: Model(c) for c in configs.config}
+        self.warmup = warmup
+        self.max_load_retries = max_load_retries
+        self.load_retry_seconds = load_retry_seconds
+        self.allow_labels_for_unavailable = allow_labels_for_unavailable
+        self.on_load_attempt = on_load_attempt or (lambda path, ok: None)
+        self.session_options = session_options or {}
+        self._lock = threading.Lock()       # guards routing (models, versions, labels) for requests
+        self._manage = threading.RLock()    # one reconciliation at a time (poller, reload)
+        self._stop = threading.Event()
+
+    # ---------------------------------------------------------------- request path
+    def acquire(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable a ModelSpec names, held until `release`; NOT_FOUND as the real server words it."""
+        if not name:
+            raise invalid("ModelSpec has no name specified.")
+        with self._lock:
+            model = self.models.get(name)
+            if label is not None:
+                if model is None or label not in model.labels:
+                    raise invalid(f"Unrecognized servable version label: {label}")
+                version = model.labels[label]
+            if version is not None:
+                entry = model.versions.get(version) if model else None
+                if entry is None or entry.servable is None or entry.state != State.AVAILABLE:
+                    raise ServingError(grpc.StatusCode.NOT_FOUND,
+                                       f"Servable not found for request: Specific({name}, {version})")
+                servable = entry.servable
+            else:
+                ready = [v for v in (model.versions.values() if model else ())
+                         if v.state == State.AVAILABLE and v.servable is not None]
+                if not ready:
+                    raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+                servable = max(ready, key=lambda v: v.number).servable
+            servable.acquire()
+            return servable
+
+    def status(self, name: str, version: int | None = None) -> list[Version]:
+        """GetModelStatus: the versions seen, highest first, or one of them."""
+        with self._lock:
+            model = self.models.get(name)
+            versions = sorted(model.versions.values(), key=lambda v: -v.number) if model else []
+            if version is not None:
+                versions = [v for v in versions if v.number == version]
+                if not versions:
+                    raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
+            if not versions:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+            return [dataclasses.replace(v) for v in versions]
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, poll_seconds: float) -> None:
+        """Load every model's aspired versions (fail like the real server if one cannot), then poll."""
+        with self._manage:
+            self.reconcile(startup=True)
+            self._apply_labels(self.models)
+        if poll_seconds > 0:
+            threading.Thread(target=self._poll, args=(poll_seconds,), daemon=True, name="version-poller").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._manage:
+            for model in self.models.values():
+                for entry in model.versions.values():
+                    self._unload(model, entry)
+
+    def _poll(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            try:
+                with self._manage:
+                    self.reconcile()
+            except Exception:  # a poll must never kill the poller
+                log.exception("polling the model base paths failed")
+
+    def reconcile(self, startup: bool = False, models: list[str] | None = None) -> None:
+        """One pass over the base paths: load what is aspired and new, unload what is not."""
+        for name in models or list(self.models):
+            model = self.models.get(name)
+            if model is None:
+                continue
+            try:
+                on_disk = version_dirs(model.config.base_path)
+            except ServingError as error:
+                if startup:
+                    raise
+                log.warning("%s", error.message)
+                on_disk = []
+            if not on_disk:
+                log.warning("No versions of servable %s found under base path %s. Did you forget to name your "
+                            "leaf directory as a number (eg. '/1/')?", name, model.config.base_path)
+            wanted = aspired(model.config, on_disk)
+            for number in sorted(wanted, reverse=True):
+                entry = model.versions.get(number)
+                if entry is None or (entry.state == State.END and entry.error_code == grpc.StatusCode.OK):
+                    self._load(model, number)
+            if startup:
+                failed = [v for v in model.versions.values() if v.state == State.END and v.error_code != grpc.StatusCode.OK]
+                if failed and not any(v.state == State.AVAILABLE for v in model.versions.values()):
+                    raise ServingError(failed[0].error_code, f"Loading servable: {{name: {name} version: "
+                                       f"{failed[0].number}}} failed: {failed[0].error_message}")
+            serving_wanted = any(model.versions[v].state == State.AVAILABLE for v in wanted if v in model.versions)
+            for entry in sorted(model.versions.values(), key=lambda v: v.number):
+                if entry.number not in wanted and entry.state == State.AVAILABLE and (serving_wanted or not wanted):
+                    self._unload(model, entry)
+
+    def _load(self, model: Model, number: int) -> None:
+        name, path = model.config.name, Path(model.config.base_path) / str(number)
+        entry = Version(number, State.LOADING)
+        with self._lock:
+            model.versions[number] = entry
+        log.info("Loading servable: {name: %s version: %d}", name, number)
+        for attempt in range(self.max_load_retries + 1):
+            try:
+                servable = Servable(name, number, path, **self.session_options)
+                self.on_load_attempt(str(path), True)
+                if self.warmup:
+                    self.warmup(servable)
+                break
+            except Exception as error:  # any failure leaves the version END with the error shown
+                self.on_load_attempt(str(path), False)
+                code, message = describe(error)
+                log.error("Loading servable %s version %d failed (attempt %d): %s", name, number, attempt + 1, message)
+                if attempt == self.max_load_retries or self._stop.is_set():
+                    with self._lock:
+                        entry.state, entry.error_code, entry.error_message = State.END, code, message
+                    return
+                time.sleep(self.load_retry_seconds)
+        with self._lock:
+            entry.servable, entry.state = servable, State.AVAILABLE
+        log.info("Successfully loaded servable version {name: %s version: %d}", name, number)
+
+    def _unload(self, model: Model, entry: Version) -> None:
+        if entry.servable is None:
+            return
+        with self._lock:
+            entry.state = State.UNLOADING
+            servable, entry.servable = entry.servable, None
+        servable.unload()
+        with self._lock:
+            entry.state = State.END
+        log.info("Unloaded servable version {name: %s version: %d}", model.config.name, entry.number)
+
+    def _apply_labels(self, models: dict[str, Model]) -> None:
+        for model in models.values():
+            labels = dict(model.config.version_labels)
+            for label, number in labels.items():
+                entry = model.versions.get(number)
+                if (entry is None or entry.state != State.AVAILABLE) and not (
+                        self.allow_labels_for_unavailable and label not in model.labels):
+                    raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                       f"Request to assign label to version {number} of model {model.config.name}, "
+                                       "which is not currently available for inference")
+            with self._lock:
+                model.labels = labels
+
+    def reload(self, configs: model_server_config_pb2.ModelConfigList) -> None:
+        """HandleReloadConfigRequest: the new list replaces the old; blocks until new models are up."""
+        check_config_list(configs)
+        with self._manage:
+            new = {c.name: c for c in configs.config}
+            for name in [n for n in self.models if n not in new]:
+                model = self.models[name]
+                for entry in list(model.versions.values()):
+                    self._unload(model, entry)
+                with self._lock:
+                    del self.models[name]
+            added = []
+            for name, config in new.items():
+                if name in self.models:
+                    self.models[name].config = config
+                else:
+                    with self._lock:
+                        self.models[name] = Model(config)
+                    added.append(name)
+            self.reconcile(models=list(new))
+            missing = {n: self.models[n] for n in added
+                       if not any(v.state == State.AVAILABLE for v in self.models[n].versions.values())}
+            if missing:
+                raise ServingError(grpc.StatusCode.UNKNOWN, f"{len(missing)} model(s) did not become available: "
+                                   f"{{{', '.join(sorted(missing))}}}")
+            self._apply_labels(self.models)
+
+
+def model_config_list(name: str, base_path: str) -> model_server_config_pb2.ModelConfigList:
+    """The one-model list that `--model_name` and `--model_base_path` stand for."""
+    configs = model_server_config_pb2.ModelConfigList()
+    configs.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+    return configs
+

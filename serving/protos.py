@@ -1,0 +1,62 @@
+"""The two config protos tensorflow-serving-api leaves out, and text-format parsing of all three.
+
+`BatchingParameters` (servables/tensorflow/session_bundle_config.proto) and
+`MonitoringConfig` (config/monitoring_config.proto) are declared here with the upstream
+names and field numbers, so a file written for tensorflow_model_server parses the same.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+def _build():
+    file = descriptor_pb2.FileDescriptorProto(
+        name="serving_bundle/server_configs.proto", package="tensorflow.serving", syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"])
+    batching = file.message_type.add(name="BatchingParameters")
+    for name, number, wrapper in [("max_batch_size", 1, "Int64Value"), ("batch_timeout_micros", 2, "Int64Value"),
+                                  ("max_enqueued_batches", 3, "Int64Value"), ("num_batch_threads", 4, "Int64Value"),
+                                  ("thread_pool_name", 5, "StringValue"),
+                                  ("enable_large_batch_splitting", 8, "BoolValue"),
+                                  ("max_execution_batch_size", 9, "Int64Value")]:
+        batching.field.add(name=name, number=number, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                           type_name=f".google.protobuf.{wrapper}")
+    batching.field.add(name="allowed_batch_sizes", number=6, type=_F.TYPE_INT64, label=_F.LABEL_REPEATED)
+    batching.field.add(name="pad_variable_length_inputs", number=7, type=_F.TYPE_BOOL, label=_F.LABEL_OPTIONAL)
+    prometheus = file.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=_F.TYPE_BOOL, label=_F.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+    monitoring = file.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(name="prometheus_config", number=1, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                         type_name=".tensorflow.serving.PrometheusConfig")
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(descriptor_pb2.FileDescriptorProto.FromString(
+        wrappers_pb2.DESCRIPTOR.serialized_pb).SerializeToString())
+    pool.Add(file)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+            for name in ("BatchingParameters", "MonitoringConfig"))
+
+
+BatchingParameters, MonitoringConfig = _build()
+ModelServerConfig = model_server_config_pb2.ModelServerConfig
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or parsed; the message names the file."""
+
+
+def read_text_proto(path: str, message_class):
+    """Parse a text-format proto file into `message_class`, or raise ConfigError naming the file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        return text_format.Parse(text, message_class())
+    except text_format.ParseError as error:
+        raise ConfigError(f"{path} is not a valid text {message_class.DESCRIPTOR.name}: {error}") from None

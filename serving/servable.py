@@ -1,0 +1,144 @@
+"""One loaded model version, run the way tensorflow_model_server runs it.
+
+The C++ server loads the MetaGraphDef tagged `serve` into a Session, runs the restore and
+init ops, keeps only the SignatureDefs, and answers Predict with one Session::Run on the
+signature's tensor names. `tf.compat.v1.saved_model.loader.load` takes the same steps, and
+the raw session call below skips the Python-only feed checks, so loads, results and errors
+(`Expects arg[0] to be float but double is provided`) are the server's.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.python.client import pywrap_tf_session as tf_session
+
+from serving.errors import CODES, ServingError, invalid
+
+tf1 = tf.compat.v1
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000
+
+
+class Servable:
+    """A SavedModel version in its own graph and session; `run` is thread-safe."""
+
+    def __init__(self, name: str, version: int, path: Path, tags: list[str] = ("serve",),
+                 intra_op: int = 0, inter_op: int = 0):
+        self.name, self.version, self.path = name, version, path
+        self.graph = tf.Graph()
+        config = config_pb2.ConfigProto(intra_op_parallelism_threads=intra_op, inter_op_parallelism_threads=inter_op)
+        self.session = tf1.Session(graph=self.graph, config=config)
+        with self.graph.as_default():
+            meta = tf1.saved_model.loader.load(self.session, list(tags), str(path))
+        self.signatures: dict[str, meta_graph_pb2.SignatureDef] = dict(meta.signature_def)
+        self._tensors: dict[str, object] = {}
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
+        """The SignatureDef called `name` ("" = serving_default), else FAILED_PRECONDITION."""
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+        return self.signatures[name]
+
+    def signature_map(self):
+        """Every SignatureDef (with `__saved_model_init_op`), as GetModelMetadata returns them."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature in self.signatures.items():
+            signatures.signature_def[key].CopyFrom(signature)
+        return signatures
+
+    def _output(self, tensor_name: str):
+        if tensor_name not in self._tensors:
+            self._tensors[tensor_name] = self.graph.get_tensor_by_name(tensor_name)._as_tf_output()
+        return self._tensors[tensor_name]
+
+    def check_inputs(self, signature: meta_graph_pb2.SignatureDef, inputs: dict) -> None:
+        """PreProcessPrediction's input checks: the count, then every alias."""
+        sent, wanted = set(inputs), set(signature.inputs)
+        if len(sent) > len(wanted) or (len(sent) < len(wanted) and not signature.defaults):
+            raise invalid(
+                f"input size does not match signature: {len(sent)}!={len(wanted)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
+                f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.")
+        for alias, info in sorted(signature.inputs.items()):
+            if alias not in inputs:
+                raise invalid(
+                    f"Signature input alias: {alias}(feed name: {info.name}) not found in request and no "
+                    f"default value provided. Inputs expected to be in the request "
+                    f"{{{','.join(sorted(inputs))}}}, or default input alias set: ")
+
+    @staticmethod
+    def output_aliases(signature: meta_graph_pb2.SignatureDef, output_filter) -> list[str]:
+        """The outputs to fetch: the filter's, checked, or all of the signature's."""
+        seen: list[str] = []
+        for alias in output_filter:
+            if alias not in signature.outputs:
+                raise invalid(f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                              f"in the set {{{','.join(sorted(signature.outputs))}}}.")
+            if alias in seen:
+                raise invalid(f"duplicate output tensor alias: {alias}")
+            seen.append(alias)
+        return seen or sorted(signature.outputs)
+
+    def run(self, signature: meta_graph_pb2.SignatureDef, inputs: dict[str, np.ndarray],
+            aliases: list[str], timeout: float | None = None) -> dict[str, np.ndarray]:
+        """One Session run of checked inputs; TF errors become their gRPC codes."""
+        feed = {self._output(signature.inputs[a].name): v for a, v in inputs.items()}
+        fetch = [self._output(signature.outputs[a].name) for a in aliases]
+        options = None
+        if timeout is not None:  # the request's deadline, as RunOptions.timeout_in_ms like the real server
+            if timeout <= 0:
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            options = tf_session.TF_NewBufferFromString(
+                config_pb2.RunOptions(timeout_in_ms=max(1, int(timeout * 1000))).SerializeToString())
+        try:
+            values = tf_session.TF_SessionRun_wrapper(self.session._session, options, feed, fetch, [], None)
+        except tf.errors.OpError as error:
+            raise ServingError(CODES.get(error.error_code, grpc.StatusCode.UNKNOWN), error.message) from None
+        except (TypeError, ValueError) as error:  # numpy could not be fed at all (e.g. a ragged object array)
+            raise invalid(str(error)) from None
+        finally:
+            if options is not None:
+                tf_session.TF_DeleteBuffer(options)
+        return dict(zip(aliases, values))
+
+    def acquire(self) -> None:
+        """Hold the session open for one request (the manager calls this while routing)."""
+        with self._idle:
+            self._inflight += 1
+
+    def release(self) -> None:
+        with self._idle:
+            self._inflight -= 1
+            self._idle.notify_all()
+
+    def unload(self, timeout: float = 60.0) -> None:
+        """Close the session once the requests already running on it are done."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout)
+        self.session.close()
+
+
+def warmup_requests(path: Path) -> list:
+    """The PredictionLog records of a version's warm-up file (at most 1000), or []."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    file = path / WARMUP_FILE
+    if not file.exists():
+        return []
+    records = []
+    for record in tf.data.TFRecordDataset(str(file)).take(MAX_WARMUP_RECORDS):
+        records.append(prediction_log_pb2.PredictionLog.FromString(record.numpy()))
+    return records
+
