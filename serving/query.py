@@ -1,0 +1,136 @@
+"""`python -m serving query`: ask a running server (ours or tensorflow_model_server) from the shell."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """[n, H, W, C] floats in [0, 1] -> one uint8 picture with a 1-pixel gap between images."""
+    n, height, width, channels = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    grid = np.ones(((height + 1) * rows + 1, (width + 1) * columns + 1, channels), dtype=np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[1 + r * (height + 1):1 + r * (height + 1) + height, 1 + c * (width + 1):1 + c * (width + 1) + width] = image
+    grid = np.clip(grid * 255 + 0.5, 0, 255).astype(np.uint8)
+    return grid[..., 0] if channels == 1 else grid
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving query",
+                                     description="Query a TensorFlow Serving compatible server over gRPC.")
+    parser.add_argument("--server", default="127.0.0.1:8500", help="host:port of the gRPC API")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="version states of a model")
+    status.add_argument("--model", required=True)
+    status.add_argument("--version", type=int)
+    status.add_argument("--wait", type=float, default=0, help="wait this long for an AVAILABLE version")
+    metadata = commands.add_parser("metadata", help="signatures with their inputs and outputs")
+    metadata.add_argument("--model", required=True)
+    metadata.add_argument("--version", type=int)
+    sample = commands.add_parser("sample", help="sample images into a PNG grid")
+    sample.add_argument("--model", required=True)
+    sample.add_argument("-n", type=int, default=16, help="number of images")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the first image; the rest count up")
+    sample.add_argument("--label", type=int, help="class label, for conditional models")
+    sample.add_argument("--out", required=True, help="PNG file to write")
+    act = commands.add_parser("act", help="the action of a policy for one observation")
+    act.add_argument("--model", required=True)
+    act.add_argument("--observation", required=True, help="comma-separated numbers, e.g. 0.1,0,0.2,0")
+    act.add_argument("--seed", type=int, default=0)
+    play = commands.add_parser("play", help="play a gymnasium environment with the served policy")
+    play.add_argument("--model", required=True)
+    play.add_argument("--env", default="CartPole-v1")
+    play.add_argument("--episodes", type=int, default=5)
+    play.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def query(argv: list[str]) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from serving.client import Client
+    from serving.errors import ServingError
+
+    try:
+        with Client(args.server, timeout=args.timeout) as client:
+            return COMMANDS[args.command](client, args, parser)
+    except ServingError as error:
+        print(f"python -m serving query {args.command}: {error.code.name}: {error.message}", file=sys.stderr)
+        return 1
+
+
+def _status(client, args, parser) -> int:
+    if args.wait:
+        client.wait_ready(args.model, args.wait)
+    for entry in client.status(args.model, args.version):
+        error = f" ({entry['error_code']}: {entry['error_message']})" if entry["error_code"] != "OK" else ""
+        print(f"{args.model} version {entry['version']}: {entry['state']}{error}")
+    return 0
+
+
+def _metadata(client, args, parser) -> int:
+    from serving.tensors import dtype_name
+
+    def describe(infos) -> str:
+        return ", ".join(f"{alias}: {dtype_name(info.dtype)}"
+                         f"[{','.join('?' if d.size < 0 else str(d.size) for d in info.tensor_shape.dim)}]"
+                         for alias, info in sorted(infos.items()))
+    for name, signature in sorted(client.metadata(args.model, args.version).items()):
+        if not name.startswith("__"):
+            print(f"{name}({describe(signature.inputs)}) -> {describe(signature.outputs)}")
+    return 0
+
+
+def _sample(client, args, parser) -> int:
+    from PIL import Image
+
+    if args.n < 1:
+        parser.error("-n must be at least 1")
+    seeds = range(args.seed, args.seed + args.n)
+    labels = None if args.label is None else [args.label] * args.n
+    images = client.sample_images(args.model, seeds, labels)
+    Image.fromarray(image_grid(images)).save(args.out)
+    print(f"wrote {args.n} samples of {args.model} ({images.shape[1]}x{images.shape[2]}) to {args.out}")
+    return 0
+
+
+def _act(client, args, parser) -> int:
+    try:
+        observation = [float(x) for x in args.observation.split(",")]
+    except ValueError:
+        parser.error(f"--observation must be comma-separated numbers, got {args.observation!r}")
+    action = client.act(args.model, [observation], seed=args.seed)[0]
+    print(action.tolist() if hasattr(action, "tolist") else action)
+    return 0
+
+
+def _play(client, args, parser) -> int:
+    import gymnasium as gym
+
+    try:
+        env = gym.make(args.env)
+    except gym.error.Error as error:
+        parser.error(f"--env {args.env}: {error}")
+    returns = []
+    for episode in range(args.episodes):
+        observation, _ = env.reset(seed=args.seed + episode)
+        total, done, step = 0.0, False, 0
+        while not done:
+            action = client.act(args.model, [observation], seed=args.seed * 100_003 + step)[0]
+            observation, reward, terminated, truncated, _ = env.step(action.item() if action.ndim == 0 else action)
+            total += float(reward)
+            done = terminated or truncated
+            step += 1
+        returns.append(total)
+        print(f"episode {episode + 1}: return {total:g} ({step} steps)")
+    print(f"mean return over {args.episodes} episodes: {np.mean(returns):g}")
+    return 0
+
+
+COMMANDS = {"status": _status, "metadata": _metadata, "sample": _sample, "act": _act, "play": _play}

@@ -1,0 +1,156 @@
+"""Servers started as users start them: `python -m serving serve ...` in a subprocess on 127.0.0.1."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
+                                     prediction_service_pb2_grpc)
+
+from tests.helpers import ROOT
+
+OBSERVATION = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_policy(base: Path, version: int, shift: float = 0.0) -> Path:
+    """A small CartPole policy export: serving_default(observation[b,4]) -> action[b], q_values[b,2].
+
+    Q-values are +-(angle + angular velocity) + shift, so the greedy action pushes the cart
+    under the falling pole (it keeps CartPole up for a while), and each version's q_values
+    differ by its shift.
+    """
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((OBSERVATION,), name="observation")
+    dense = keras.layers.Dense(2, name="q")
+    model = keras.Model(inputs, dense(inputs))
+    dense.set_weights([np.array([[0, 0], [0, 0], [-1, 1], [-1, 1]], np.float32), np.full(2, shift, np.float32)])
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, OBSERVATION], tf.float32, name="observation")])
+    def act(observation):
+        q = model(observation)
+        return {"action": tf.argmax(q, axis=-1), "q_values": q}
+
+    archive.add_endpoint("serving_default", act)
+    staging = base / f".staging-{version}"
+    archive.write_out(str(staging), verbose=False)
+    staging.rename(base / str(version))
+    return base / str(version)
+
+
+def write_config(path: Path, models: dict[str, Path], extra: str = "") -> Path:
+    entries = "".join(f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" {extra} }}\n'
+                      for name, base in models.items())
+    path.write_text("model_config_list {\n" + entries + "}\n")
+    return path
+
+
+class Server:
+    """A running `python -m serving serve`; `.stub`, `.models`, `.rest()` talk to it."""
+
+    def __init__(self, *flags: str, wait_for: tuple[str, ...] = (), rest: bool = True):
+        self.port = free_port()
+        self.rest_port = free_port() if rest else 0
+        args = [sys.executable, "-m", "serving", "serve", f"--port={self.port}",
+                f"--rest_api_port={self.rest_port}", *flags]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"serving-{self.port}.log", "w+")
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}",
+                                             options=[("grpc.max_receive_message_length", 2**31 - 1)])
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.wait(wait_for)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait(self, names, timeout: float = 90) -> None:
+        end = time.monotonic() + timeout
+        for name in names:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+                try:
+                    request = get_model_status_pb2.GetModelStatusRequest()
+                    request.model_spec.name = name
+                    reply = self.models.GetModelStatus(request, timeout=2)
+                    if any(s.state == 30 for s in reply.model_version_status):
+                        break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > end:
+                    raise RuntimeError(f"{name} not available after {timeout} s:\n{self.output()}")
+                time.sleep(0.2)
+
+    def rest(self, path: str, body=None, method: str | None = None) -> tuple[int, dict | str, dict]:
+        """(HTTP status, parsed JSON or text, headers) of one REST call."""
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data,
+                                         method=method or ("POST" if data is not None else "GET"))
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                status, text, headers = reply.status, reply.read().decode(), dict(reply.headers)
+        except urllib.error.HTTPError as error:
+            status, text, headers = error.code, error.read().decode(), dict(error.headers)
+        try:
+            return status, json.loads(text), headers
+        except ValueError:
+            return status, text, headers
+
+    def stop(self) -> int:
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_server():
+    """Start servers with given flags; every one is stopped at the end of the test."""
+    started = []
+
+    def start(*flags, **kwargs) -> Server:
+        server = Server(*flags, **kwargs)
+        started.append(server)
+        return server
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def policy_models(tmp_path_factory) -> Path:
+    """MODELS/cartpole/1: the small test policy."""
+    models = tmp_path_factory.mktemp("policy-models")
+    (models / "cartpole").mkdir()
+    export_policy(models / "cartpole", 1)
+    return models
