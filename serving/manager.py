@@ -44,12 +44,11 @@ class Model:
     labels: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def version_dirs(base_path: str) -> list[int]:
+def version_dirs(name: str, base_path: str) -> list[int]:
     """Versions on disk: children named by an integer (`007` is 7), as SimpleAtoi reads them."""
     base = Path(base_path)
     if not base.is_dir():
-        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find base path {base_path} for servable "
-                           f"{base.name}")
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find base path {base_path} for servable {name}")
     found = []
     for child in base.iterdir():
         if child.is_dir() and re.fullmatch(r"\+?\d{1,18}", child.name):
@@ -176,7 +175,7 @@ class ModelManager:
             if model is None:
                 continue
             try:
-                on_disk = version_dirs(model.config.base_path)
+                on_disk = version_dirs(name, model.config.base_path)
             except ServingError as error:
                 if startup:
                     raise

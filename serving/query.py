@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
 def query(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from quiet import quiet_tensorflow
+    quiet_tensorflow()
     from serving.client import Client
     from serving.errors import ServingError
 

@@ -304,28 +304,21 @@ def array_to_json(array: np.ndarray, alias: str = "") -> str:
     """One tensor as JSON text: nested lists, floats per WriteDecimal, `_bytes` strings as b64."""
     if array.dtype.kind == "f":
         bits = 64 if array.dtype == np.float64 else 32
-        leaf = lambda v: format_float(float(v), bits)  # noqa: E731
+        leaf = lambda v: format_float(v, bits)  # noqa: E731
     elif array.dtype.kind == "b":
         leaf = lambda v: "true" if v else "false"  # noqa: E731
     elif array.dtype.kind in "iu":
-        leaf = lambda v: str(int(v))  # noqa: E731
+        leaf = str
     elif alias.endswith("_bytes"):
         leaf = lambda v: '{"b64": "%s"}' % base64.b64encode(v).decode()  # noqa: E731
     else:
         leaf = lambda v: json.dumps(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))  # noqa: E731
-
-    def render(a) -> str:
-        if a.ndim == 0:
-            return leaf(a.item() if a.dtype.kind == "O" else a[()])
-        return "[" + ",".join(render(x) for x in a) + "]"
-    if array.dtype.kind == "f" and array.ndim:
-        # tolist() then per-value formatting is the slow part for images; keep it flat
-        flat = [leaf(v) for v in array.ravel().tolist()]
-        return _nest(flat, array.shape)
-    return render(array)
+    return _nest([leaf(v) for v in array.ravel().tolist()], array.shape)
 
 
 def _nest(flat: list[str], shape: tuple[int, ...]) -> str:
+    if not shape:
+        return flat[0]
     if len(shape) == 1:
         return "[" + ",".join(flat) + "]"
     step = math.prod(shape[1:])

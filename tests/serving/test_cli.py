@@ -1,0 +1,65 @@
+"""The two command lines: `serve` refuses bad flags in one sentence; `query` drives a live server."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import run_module
+from tests.serving.conftest import write_config
+
+
+@pytest.mark.parametrize("flags, code, message", [
+    (["--bogus=1"], 2, "unrecognized arguments: --bogus=1"),
+    (["--model_base_path=/a", "--model_config_file=/b"], 2,
+     "--model_config_file and --model_base_path are exclusive"),
+    ([], 2, "give --model_base_path (with --model_name) or --model_config_file"),
+    (["--model_base_path=models/vae"], 2, "--model_base_path must be absolute, got 'models/vae'"),
+    (["--model_base_path=/a", "--batching_parameters_file=/b"], 2, "--batching_parameters_file needs --enable_batching"),
+    (["--model_base_path=/a", "--port=9000", "--rest_api_port=9000"], 2, "--rest_api_port must differ from --port"),
+    (["--model_config_file=/no/such.config"], 2, "cannot read /no/such.config"),
+    (["--model_base_path=/no/such/dir", "--model_name=vae"], 1, "Could not find base path /no/such/dir for servable vae"),
+])
+def test_bad_flags_get_one_sentence_and_a_nonzero_exit(flags, code, message):
+    result = run_module("-m", "serving", "serve", *flags, timeout=120)
+    assert result.returncode == code
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_bad_config_file_is_named(tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { confi { } }")
+    result = run_module("-m", "serving", "serve", f"--model_config_file={config}", timeout=120)
+    assert result.returncode == 2
+    assert f"{config} is not a valid text ModelServerConfig" in result.stderr
+
+
+def test_query_commands_against_a_live_server(start_server, smoke_export, policy_models, tmp_path):
+    config = write_config(tmp_path / "models.config", {"vae": smoke_export.parent,
+                                                       "cartpole": policy_models / "cartpole"})
+    server = start_server(f"--model_config_file={config}", wait_for=("vae", "cartpole"), rest=False)
+    query = ("-m", "serving", "query", f"--server={server.target}")
+
+    status = run_module(*query, "status", "--model=vae", timeout=120)
+    assert status.returncode == 0 and status.stdout.strip() == "vae version 1: AVAILABLE"
+
+    metadata = run_module(*query, "metadata", "--model=cartpole", timeout=120)
+    assert metadata.stdout.strip() == "serving_default(observation: float[?,4]) -> action: int64[?], q_values: float[?,2]"
+
+    out = tmp_path / "samples.png"
+    sample = run_module(*query, "sample", "--model=vae", "-n", "6", "--seed=3", f"--out={out}", timeout=120)
+    assert sample.returncode == 0, sample.stderr
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 * 29 + 1, 3 * 29 + 1) and grid.std() > 0
+
+    act = run_module(*query, "act", "--model=cartpole", "--observation=0,0,0.1,0.2", timeout=120)
+    assert act.returncode == 0 and act.stdout.strip() == "1"
+
+    play = run_module(*query, "play", "--model=cartpole", "--env=CartPole-v1", "--episodes=2", timeout=300)
+    assert play.returncode == 0, play.stderr
+    lines = play.stdout.strip().splitlines()
+    assert lines[0].startswith("episode 1: return ") and lines[-1].startswith("mean return over 2 episodes: ")
+    assert float(lines[-1].split()[-1]) > 30  # a random policy averages about 22
+
+    missing = run_module(*query, "status", "--model=nope", timeout=120)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == (
+        "python -m serving query status: NOT_FOUND: Could not find any versions of model nope")
