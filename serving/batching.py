@@ -13,7 +13,6 @@ import collections
 import dataclasses
 import os
 import time
-from concurrent.futures import Executor
 
 import grpc
 import numpy as np
@@ -81,9 +80,10 @@ class _Queue:
 class Batcher:
     """Merges tasks per queue; `run` is awaited by each request and returns its own rows."""
 
-    def __init__(self, options: BatchOptions, executor: Executor, metrics: Metrics):
+    def __init__(self, options: BatchOptions, run, metrics: Metrics):
+        """`run(servable, signature, inputs, aliases, timeout)` is awaited to run one merged batch."""
         self.options = options
-        self.executor = executor
+        self.run_batch = run
         self.metrics = metrics
         self.queues: dict[tuple, _Queue] = {}
         self.threads = asyncio.Semaphore(options.num_batch_threads)
@@ -174,8 +174,7 @@ class Batcher:
             self.metrics.processed_batch_size.observe(padded)
             self.metrics.wrapped_run_count.inc()
             remaining = [t.deadline - now for t in live if t.deadline is not None]
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self.executor, servable.run, signature, merged, aliases, max(remaining) if remaining else None)
+            outputs = await self.run_batch(servable, signature, merged, aliases, max(remaining) if remaining else None)
             for alias, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != padded:
                     raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,

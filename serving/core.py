@@ -75,6 +75,19 @@ class ServerCore:
         self.metrics.request_count.inc(model, "OK")
         self.metrics.request_latency.observe((time.perf_counter() - start) * 1e6, model, api, entrypoint)
 
+    async def run(self, servable: Servable, signature, inputs: dict, aliases: list[str], timeout: float | None):
+        """One session run: in place when it is quick (see Servable.is_quick), else on a worker thread."""
+        if servable.is_quick(signature):
+            return servable.run(signature, inputs, aliases, timeout)
+        return await self.run_on_thread(servable, signature, inputs, aliases, timeout)
+
+    async def run_on_thread(self, servable: Servable, signature, inputs: dict, aliases: list[str],
+                            timeout: float | None):
+        """A session run on a worker thread, so the event loop keeps taking requests meanwhile
+        (batches always run this way: the next batch fills while one runs)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, servable.run, signature, inputs, aliases, timeout)
+
     async def predict(self, spec: model_pb2.ModelSpec, inputs: dict, output_filter=(), *,
                       deadline: float | None = None):
         """(version served, signature name, outputs) of one Predict."""
@@ -84,12 +97,11 @@ class ServerCore:
             start = time.perf_counter()
             if self.batching is not None:
                 if self.batcher is None:
-                    self.batcher = Batcher(self.batching, self.executor, self.metrics)
+                    self.batcher = Batcher(self.batching, self.run_on_thread, self.metrics)
                 outputs = await self.batcher.run(servable, name, signature, arrays, aliases, deadline)
             else:
                 timeout = None if deadline is None else deadline - time.perf_counter()
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, servable.run, signature, arrays, aliases, timeout)
+                outputs = await self.run(servable, signature, arrays, aliases, timeout)
             self.metrics.runtime_latency.observe((time.perf_counter() - start) * 1e6, spec.name, "Predict", "TF1")
             return servable.version, name, outputs
 
@@ -108,8 +120,7 @@ class ServerCore:
         feed, outputs = check_inference_signature(method, signature)
         examples = serialized_examples(request_input)
         timeout = None if deadline is None else deadline - time.perf_counter()
-        values = await asyncio.get_running_loop().run_in_executor(
-            self.executor, servable.run, signature, {feed: examples}, outputs, timeout)
+        values = await self.run(servable, signature, {feed: examples}, outputs, timeout)
         return inference_result(method, values, len(examples))
 
     async def multi_inference(self, request: inference_pb2.MultiInferenceRequest, *, deadline=None):

@@ -32,7 +32,11 @@ class FakeServable:
 
 def run_tasks(options, sizes, servable, stagger=0.0):
     async def main():
-        batcher = Batcher(options, ThreadPoolExecutor(2), Metrics())
+        executor = ThreadPoolExecutor(2)
+
+        async def run(servable, signature, inputs, aliases, timeout):
+            return await asyncio.get_running_loop().run_in_executor(executor, servable.run, signature, inputs, aliases)
+        batcher = Batcher(options, run, Metrics())
 
         async def one(i, size):
             await asyncio.sleep(stagger * i)
