@@ -1,10 +1,12 @@
-# Quick start: `make demo` (train, export, verify the VAE) and `make test` (the test suite).
+# Quick start: `make demo` (train, export, verify and serve the VAE) and `make test` (the test suite).
 # Both create .venv from requirements.txt when it is missing or older than requirements.txt.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 RUN := runs/vae-demo
 MODELS := models
+GRPC_PORT ?= 8500
+REST_PORT ?= 8501
 
 .PHONY: demo test venv clean
 
@@ -20,10 +22,18 @@ demo: venv
 	$(PY) -m training vae --preset demo --out $(RUN)
 	$(PY) -m export $(RUN) --model_base_path $(MODELS) --name vae
 	$(PY) -m export verify $(MODELS)/vae
+	@# serve the exports as TensorFlow Serving would, ask for 16 samples over gRPC, stop the server
+	$(PY) -m serving serve --model_config_file=$(CURDIR)/$(MODELS)/models.config \
+	    --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) > $(RUN)/server.log 2>&1 & server=$$!; \
+	  trap 'kill $$server 2>/dev/null; wait $$server' EXIT; \
+	  $(PY) -m serving query --server=127.0.0.1:$(GRPC_PORT) status --model=vae --wait=120 && \
+	  $(PY) -m serving query --server=127.0.0.1:$(GRPC_PORT) sample --model=vae -n 16 --seed=0 \
+	    --out=$(RUN)/served-samples.png
 	@echo
 	@echo "pictures:     $(RUN)/samples.png reconstructions.png latent.png learning_curves.png"
 	@echo "metrics:      $(RUN)/metrics.json   TensorBoard: $(VENV)/bin/tensorboard --logdir $(RUN)/tensorboard"
 	@echo "export:       $(MODELS)/vae/<version>   server config: $(MODELS)/models.config"
+	@echo "served:       $(RUN)/served-samples.png (sampled over gRPC; server log $(RUN)/server.log)"
 
 test: venv
 	$(PY) -m pytest
