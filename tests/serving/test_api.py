@@ -4,6 +4,7 @@ The server serves the smoke VAE export and the small CartPole test policy from o
 model config file, with a version label, REST and Prometheus monitoring on.
 """
 import base64
+import re
 
 import grpc
 import numpy as np
@@ -321,5 +322,7 @@ def test_prometheus_page(server):
         in page
     assert 'API="predict",entrypoint="REST"' in page
     assert ':tensorflow:serving:request_latency_count{model_name="cartpole",API="Predict",entrypoint="GRPC"}' in page
+    # the VAE export's warm-up records were replayed when it loaded
+    assert re.search(r':tensorflow:serving:model_warmup_latency_count\{model_path="[^"]*/vae/1",status="OK"\} 1', page)
     status, text, _ = server.rest("/monitoring/prometheus/other")
     assert status == 400 and text == "Unexpected path: /monitoring/prometheus/other. Should be /monitoring/prometheus/metrics"
