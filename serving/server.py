@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from serving.protos import BatchingParameters, ConfigError, ModelServerConfig, MonitoringConfig, read_text_proto
 
@@ -182,7 +183,7 @@ def _watch_config(path: str, seconds: int, manager) -> None:
     """--model_config_file_poll_wait_seconds: re-read the file and apply it as a full replacement."""
     last = read_text_proto(path, ModelServerConfig)
     while True:
-        threading.Event().wait(seconds)
+        time.sleep(seconds)
         try:
             config = read_text_proto(path, ModelServerConfig)
             if config != last:

@@ -29,7 +29,7 @@ def server(smoke_export, policy_models, tmp_path_factory):
     monitoring = folder / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
     started = Server(f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
-                     wait_for=("vae", "cartpole"))
+                     "--rest_api_enable_cors_support", wait_for=("vae", "cartpole"))
     yield started
     started.stop()
 
@@ -326,3 +326,11 @@ def test_prometheus_page(server):
     assert re.search(r':tensorflow:serving:model_warmup_latency_count\{model_path="[^"]*/vae/1",status="OK"\} 1', page)
     status, text, _ = server.rest("/monitoring/prometheus/other")
     assert status == 400 and text == "Unexpected path: /monitoring/prometheus/other. Should be /monitoring/prometheus/metrics"
+
+
+def test_cors(server):
+    status, _, headers = server.rest("/v1/models/cartpole")
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert headers["Access-Control-Allow-Methods"] == "POST, GET"
+    status, reply, _ = server.rest("/v1/models/cartpole:predict", method="OPTIONS")
+    assert status == 400 and reply["error"] == "Origin header is missing in CORS preflight"

@@ -101,7 +101,7 @@ def test_reload_config_policies_and_labels(start_server, tmp_path, smoke_export)
     export_policy(base, 2, shift=1.0)
     config = write_config(tmp_path / "models.config", {"cartpole": base})
     server = start_server(f"--model_config_file={config}", "--file_system_poll_wait_seconds=1",
-                          wait_for=("cartpole",), rest=False)
+                          "--model_config_file_poll_wait_seconds=1", wait_for=("cartpole",), rest=False)
     client = Client(server.target)
     assert states(client) == {2: ("AVAILABLE", "OK")}  # default policy: the latest version only
 
@@ -131,4 +131,16 @@ def test_reload_config_policies_and_labels(start_server, tmp_path, smoke_export)
         client.reload('config { name: "relative" base_path: "models/x" model_platform: "tensorflow" }')
     assert caught.value.message == ("Expected model relative to have an absolute path or URI; "
                                     "got base_path()=models/x")
+
+    # --model_config_file_poll_wait_seconds: an edited file replaces the model list
+    write_config(config, {"vae": smoke_export.parent})
+    wait_until(lambda: any(s["state"] == "AVAILABLE" for s in _status_or_empty(client, "vae")), what="vae from file")
+    wait_until(lambda: not _status_or_empty(client, "cartpole"), what="cartpole gone")
     client.close()
+
+
+def _status_or_empty(client, name):
+    try:
+        return client.status(name)
+    except ServingError:
+        return []
