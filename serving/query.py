@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="seed of the first image; the rest count up")
     sample.add_argument("--label", type=int, help="class label, for conditional models")
     sample.add_argument("--out", required=True, help="PNG file to write")
+    sample.add_argument("--scale", type=int, default=3, help="enlarge the picture this many times")
     act = commands.add_parser("act", help="the action of a policy for one observation")
     act.add_argument("--model", required=True)
     act.add_argument("--observation", required=True, help="comma-separated numbers, e.g. 0.1,0,0.2,0")
@@ -92,12 +93,13 @@ def _metadata(client, args, parser) -> int:
 def _sample(client, args, parser) -> int:
     from PIL import Image
 
-    if args.n < 1:
-        parser.error("-n must be at least 1")
+    if args.n < 1 or args.scale < 1:
+        parser.error("-n and --scale must be at least 1")
     seeds = range(args.seed, args.seed + args.n)
     labels = None if args.label is None else [args.label] * args.n
     images = client.sample_images(args.model, seeds, labels)
-    Image.fromarray(image_grid(images)).save(args.out)
+    picture = Image.fromarray(image_grid(images))
+    picture.resize((picture.width * args.scale, picture.height * args.scale), Image.NEAREST).save(args.out)
     print(f"wrote {args.n} samples of {args.model} ({images.shape[1]}x{images.shape[2]}) to {args.out}")
     return 0
 

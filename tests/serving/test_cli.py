@@ -45,10 +45,11 @@ def test_query_commands_against_a_live_server(start_server, smoke_export, policy
     assert metadata.stdout.strip() == "serving_default(observation: float[?,4]) -> action: int64[?], q_values: float[?,2]"
 
     out = tmp_path / "samples.png"
-    sample = run_module(*query, "sample", "--model=vae", "-n", "6", "--seed=3", f"--out={out}", timeout=120)
+    sample = run_module(*query, "sample", "--model=vae", "-n", "6", "--seed=3", "--scale=2", f"--out={out}",
+                        timeout=120)
     assert sample.returncode == 0, sample.stderr
     grid = np.asarray(Image.open(out))
-    assert grid.shape == (2 * 29 + 1, 3 * 29 + 1) and grid.std() > 0
+    assert grid.shape == (2 * (2 * 29 + 1), 2 * (3 * 29 + 1)) and grid.std() > 0
 
     act = run_module(*query, "act", "--model=cartpole", "--observation=0,0,0.1,0.2", timeout=120)
     assert act.returncode == 0 and act.stdout.strip() == "1"
