@@ -64,3 +64,32 @@ def test_query_commands_against_a_live_server(start_server, smoke_export, policy
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1] == (
         "python -m serving query status: NOT_FOUND: Could not find any versions of model nope")
+
+
+def test_startup_fails_when_a_model_cannot_load(smoke_export, tmp_path):
+    """Like tensorflow_model_server: no port opens unless every model loaded (and warmed up)."""
+    import shutil
+
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    broken = tmp_path / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    result = run_module("-m", "serving", "serve", f"--model_base_path={broken.parent}", "--model_name=broken",
+                        "--max_num_load_retries=0", timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "python -m serving serve: Loading servable: {name: broken version: 1} failed: ")
+
+    # a warm-up record the version cannot answer fails its load too
+    copy = tmp_path / "badwarmup" / "1"
+    shutil.copytree(smoke_export, copy)
+    log = prediction_log_pb2.PredictionLog()
+    log.predict_log.request.model_spec.signature_name = "no_such_signature"
+    with tf.io.TFRecordWriter(str(copy / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        writer.write(log.SerializeToString())
+    result = run_module("-m", "serving", "serve", f"--model_base_path={copy.parent}", "--model_name=vae",
+                        "--max_num_load_retries=0", timeout=120)
+    assert result.returncode == 1
+    assert 'Serving signature key "no_such_signature" not found.' in result.stderr.strip().splitlines()[-1]
