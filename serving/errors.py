@@ -55,7 +55,3 @@ def describe(error: Exception) -> tuple[grpc.StatusCode, str]:
         return code, error.message
     return grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
 
-
-def code_name(code: grpc.StatusCode) -> str:
-    """The status name TensorFlow Serving writes in JSON and metrics (`NOT_FOUND`)."""
-    return code.name

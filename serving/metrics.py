@@ -33,9 +33,6 @@ class Counter:
         with self.lock:
             self.values[label_values] += by
 
-    def get(self, *label_values: str) -> int:
-        return self.values.get(label_values, 0)
-
     def lines(self, name: str) -> list[str]:
         out = [f"# TYPE {name} counter"]
         with self.lock:
@@ -55,14 +52,6 @@ class Histogram:
             cell = self.cells.setdefault(label_values, [[0] * len(self.limits), 0.0])
             cell[0][bisect.bisect_left(self.limits, value)] += 1
             cell[1] += value
-
-    def count(self, *label_values: str) -> int:
-        cell = self.cells.get(label_values)
-        return sum(cell[0]) if cell else 0
-
-    def total(self, *label_values: str) -> float:
-        cell = self.cells.get(label_values)
-        return cell[1] if cell else 0.0
 
     def lines(self, name: str) -> list[str]:
         out = [f"# TYPE {name} histogram"]
