@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from zoo import signatures as checks
+
 tfd = tfp.distributions
 
 
@@ -201,7 +203,7 @@ class PixelCNN(keras.Model):
     def build_all(self) -> None:
         """Create every weight by one forward pass (before restoring a checkpoint)."""
         images = tf.zeros((1, *self.config.image_shape))
-        self.logits(images, tf.zeros((1,), tf.int64) if self.config.conditional else None)
+        self((images, tf.zeros((1,), tf.int64)) if self.config.conditional else images)
 
     def call(self, inputs):
         """Logits of images, or of (images, labels): [b, H, W, C] (Bernoulli) or [b, H, W, C, 256]."""
@@ -263,7 +265,8 @@ class PixelCNN(keras.Model):
         if self.out_per_channel == 1:
             return tf.cast(noise[..., 0] < tf.sigmoid(logits), tf.float32)
         gumbel = -tf.math.log(-tf.math.log(noise))
-        return tf.cast(tf.argmax(logits + gumbel, axis=-1), tf.float32) / 255.0
+        # a table, not a division: graph rewrites turn x / 255 into x * (1 / 255), an ulp away
+        return tf.gather(tf.constant(np.arange(256, dtype=np.float32) / 255), tf.argmax(logits + gumbel, axis=-1))
 
     def complete(self, images: tf.Tensor, known_rows: tf.Tensor, seeds: tf.Tensor,
                  labels: tf.Tensor | None = None, temperature: float | tf.Tensor = 1.0) -> tf.Tensor:
@@ -403,3 +406,45 @@ class PixelCNN(keras.Model):
 
         _, canvas, *_ = tf.while_loop(lambda y, *_: y < height, row, [start_row, canvas, v_pad, h_pad, links])
         return canvas
+
+    # ---------------------------------------------------------------- serving signatures (DESIGN.md)
+    def serving_signatures(self) -> dict:
+        """Signature name -> (function, input specs): sample, log_prob, complete (+ label when conditional).
+
+        Sampling in the SavedModel is the fast sampler for the gated model.
+        """
+        config = self.config
+        height = config.image_shape[0]
+        images_spec = tf.TensorSpec([None, *config.image_shape], tf.float32, name="images")
+        seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
+        rows_spec = tf.TensorSpec([None], tf.int64, name="known_rows")
+        cond = [tf.TensorSpec([None], tf.int64, name="label")] if config.conditional else []
+
+        def labels_of(label):
+            return checks.checked_range(label, 0, config.num_classes, "label")
+
+        def sample(seed, label=None):
+            return {"images": self.sample(tf.ensure_shape(seed, [None]), labels_of(label))}
+
+        def log_prob(images, label=None):
+            log_prob = self.log_prob(checks.checked_images(images, config.image_shape), labels_of(label))
+            return {"log_prob": log_prob, "bits_per_dim": self.bits_per_dim(log_prob)}
+
+        def complete(images, known_rows, seed, label=None):
+            images = checks.checked_images(images, config.image_shape)
+            known_rows = checks.checked_range(known_rows, 0, height + 1, "known_rows")
+            completer = self.complete_fast if config.architecture == "gated" else self.complete
+            return {"images": completer(images, known_rows, tf.ensure_shape(seed, [None]), labels_of(label))}
+
+        return {
+            "serving_default": (sample, [seed_spec, *cond]),
+            "sample": (sample, [seed_spec, *cond]),
+            "log_prob": (log_prob, [images_spec, *cond]),
+            "complete": (complete, [images_spec, rows_spec, seed_spec, *cond]),
+        }
+
+    def signature_expectations(self) -> dict[str, dict[str, dict]]:
+        """Output shapes (-1 = batch) and value ranges per signature, for the model card."""
+        images = {"shape": [-1, *self.config.image_shape], "min": 0.0, "max": 1.0}
+        return {"serving_default": {"images": images}, "sample": {"images": images}, "complete": {"images": images},
+                "log_prob": {"log_prob": {"shape": [-1], "max": 0.0}, "bits_per_dim": {"shape": [-1], "min": 0.0}}}

@@ -24,6 +24,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from zoo import signatures as checks
+
 tfd = tfp.distributions
 
 Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
@@ -277,21 +279,10 @@ class VAE(keras.Model):
         cond = [tf.TensorSpec([None], tf.int64, name="label")] if config.conditional else []
 
         def checked_images(images):
-            images = tf.ensure_shape(images, [None, *config.image_shape])
-            with tf.control_dependencies([
-                    tf.debugging.assert_greater_equal(images, 0.0, message="images must be in [0, 1]"),
-                    tf.debugging.assert_less_equal(images, 1.0, message="images must be in [0, 1]")]):
-                return tf.identity(images)
+            return checks.checked_images(images, config.image_shape)
 
         def checked_labels(label):
-            if label is None:
-                return None
-            label = tf.ensure_shape(label, [None])
-            with tf.control_dependencies([
-                    tf.debugging.assert_non_negative(label, message="label must be in [0, num_classes)"),
-                    tf.debugging.assert_less(label, tf.constant(config.num_classes, tf.int64),
-                                             message="label must be in [0, num_classes)")]):
-                return tf.identity(label)
+            return checks.checked_range(label, 0, config.num_classes, "label")
 
         def sample(seed, label=None):
             return {"images": self.sample(tf.ensure_shape(seed, [None]), checked_labels(label))}

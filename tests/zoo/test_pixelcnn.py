@@ -141,3 +141,38 @@ def test_fast_sampler_gives_the_naive_samples(name):
     known = tf.constant([1, 2, 0, 3])
     np.testing.assert_array_equal(model.complete_fast(images, known, seeds, labels).numpy(),
                                   model.complete(images, known, seeds, labels).numpy())
+
+
+@pytest.mark.parametrize("name", ["gated-3", "pixelcnn-1"])
+def test_signatures_load_and_answer_through_the_servers_session_path(name, tmp_path):
+    from serving.servable import Servable
+
+    config = CONFIGS[name]
+    model = PixelCNN(config)
+    model.build_all()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for signature, (function, specs) in model.serving_signatures().items():
+        archive.add_endpoint(signature, function, input_signature=specs)
+    archive.write_out(str(tmp_path / "1"), verbose=False)
+
+    servable = Servable("pixelcnn", 1, tmp_path / "1")  # the session-based loader, as TF Serving loads it
+    seeds = np.array([5, 6], np.int64)
+    labels = {"label": np.array([2, 0], np.int64)} if config.conditional else {}
+    tf_labels = tf.constant(labels["label"]) if labels else None
+
+    def run(signature, **inputs):
+        definition = servable.signature(signature)
+        return servable.run(definition, inputs, sorted(definition.outputs))
+
+    np.testing.assert_array_equal(run("sample", seed=seeds, **labels)["images"],
+                                  model.sample(tf.constant(seeds), tf_labels).numpy())
+    images = np.random.default_rng(0).integers(0, config.levels, (2, *config.image_shape)) / (config.levels - 1)
+    images = images.astype(np.float32)
+    scored = run("log_prob", images=images, **labels)
+    np.testing.assert_allclose(scored["log_prob"], model.log_prob(images, tf_labels).numpy(), rtol=1e-5)
+    completed = run("complete", images=images, known_rows=np.array([1, 2], np.int64), seed=seeds, **labels)
+    np.testing.assert_array_equal(completed["images"][0, :1], images[0, :1])
+    np.testing.assert_array_equal(completed["images"][1, :2], images[1, :2])
+    with pytest.raises(Exception, match="known_rows must be in"):
+        run("complete", images=images, known_rows=np.array([9, 0], np.int64), seed=seeds, **labels)
