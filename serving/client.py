@@ -129,6 +129,16 @@ class Client:
             inputs["label"] = np.asarray(list(labels), dtype=np.int64)
         return self.predict(model, inputs, signature=signature)["images"]
 
+    def complete_images(self, model: str, images, known_rows: Iterable[int], seeds: Iterable[int],
+                        labels: Iterable[int] | None = None, signature: str = "complete") -> np.ndarray:
+        """Each image's first `known_rows` rows kept and the rest sampled (an autoregressive model's `complete`)."""
+        inputs = {"images": np.asarray(images, dtype=np.float32),
+                  "known_rows": np.asarray(list(known_rows), dtype=np.int64),
+                  "seed": np.asarray(list(seeds), dtype=np.int64)}
+        if labels is not None:
+            inputs["label"] = np.asarray(list(labels), dtype=np.int64)
+        return self.predict(model, inputs, signature=signature)["images"]
+
     def act(self, model: str, observations, seed: int | Iterable[int] | None = None,
             signature: str = "serving_default") -> np.ndarray:
         """Actions for a batch of observations; policies that sample get a seed per row."""

@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--label", type=int, help="class label, for conditional models")
     sample.add_argument("--out", required=True, help="PNG file to write")
     sample.add_argument("--scale", type=int, default=3, help="enlarge the picture this many times")
+    complete = commands.add_parser("complete", help="keep an image's top rows, sample the rest, into a PNG")
+    complete.add_argument("--model", required=True)
+    complete.add_argument("--image", required=True, help="PNG or JPEG of the model's size (grey or RGB)")
+    complete.add_argument("--known_rows", type=int, required=True, help="rows kept from the top of the image")
+    complete.add_argument("-n", type=int, default=4, help="number of completions")
+    complete.add_argument("--seed", type=int, default=0, help="seed of the first completion; the rest count up")
+    complete.add_argument("--label", type=int, help="class label, for conditional models")
+    complete.add_argument("--out", required=True, help="PNG file to write: the image, then the completions")
+    complete.add_argument("--scale", type=int, default=3, help="enlarge the picture this many times")
     act = commands.add_parser("act", help="the action of a policy for one observation")
     act.add_argument("--model", required=True)
     act.add_argument("--observation", required=True, help="comma-separated numbers, e.g. 0.1,0,0.2,0")
@@ -90,17 +99,46 @@ def _metadata(client, args, parser) -> int:
     return 0
 
 
-def _sample(client, args, parser) -> int:
+def _save(images: np.ndarray, path: str, scale: int, columns: int | None = None) -> None:
     from PIL import Image
 
+    picture = Image.fromarray(image_grid(images, columns))
+    picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST).save(path)
+
+
+def _sample(client, args, parser) -> int:
     if args.n < 1 or args.scale < 1:
         parser.error("-n and --scale must be at least 1")
     seeds = range(args.seed, args.seed + args.n)
     labels = None if args.label is None else [args.label] * args.n
     images = client.sample_images(args.model, seeds, labels)
-    picture = Image.fromarray(image_grid(images))
-    picture.resize((picture.width * args.scale, picture.height * args.scale), Image.NEAREST).save(args.out)
+    _save(images, args.out, args.scale)
     print(f"wrote {args.n} samples of {args.model} ({images.shape[1]}x{images.shape[2]}) to {args.out}")
+    return 0
+
+
+def _complete(client, args, parser) -> int:
+    from PIL import Image
+
+    if args.n < 1 or args.scale < 1:
+        parser.error("-n and --scale must be at least 1")
+    dims = [d.size for d in client.metadata(args.model)["complete"].inputs["images"].tensor_shape.dim]
+    height, width, channels = dims[1:]
+    try:
+        picture = Image.open(args.image).convert("L" if channels == 1 else "RGB")
+    except OSError as error:
+        parser.error(f"--image {args.image}: {error}")
+    if picture.size != (width, height):
+        parser.error(f"--image {args.image} is {picture.width}x{picture.height}; {args.model} takes "
+                     f"{width}x{height} images")
+    if not 0 <= args.known_rows <= height:
+        parser.error(f"--known_rows must be in [0, {height}], got {args.known_rows}")
+    image = np.asarray(picture, dtype=np.float32).reshape(height, width, channels) / 255
+    labels = None if args.label is None else [args.label] * args.n
+    completed = client.complete_images(args.model, np.repeat(image[None], args.n, axis=0),
+                                       [args.known_rows] * args.n, range(args.seed, args.seed + args.n), labels)
+    _save(np.concatenate([image[None], completed]), args.out, args.scale, columns=args.n + 1)
+    print(f"wrote {args.image} and {args.n} completions below row {args.known_rows} to {args.out}")
     return 0
 
 
@@ -137,4 +175,5 @@ def _play(client, args, parser) -> int:
     return 0
 
 
-COMMANDS = {"status": _status, "metadata": _metadata, "sample": _sample, "act": _act, "play": _play}
+COMMANDS = {"status": _status, "metadata": _metadata, "sample": _sample, "complete": _complete, "act": _act,
+            "play": _play}

@@ -28,3 +28,20 @@ def smoke_export(smoke_run, tmp_path_factory):
 
     models = tmp_path_factory.mktemp("models")
     return export_run(smoke_run[0], models, "vae")
+
+
+@pytest.fixture(scope="session")
+def pixelcnn_run(tmp_path_factory):
+    """The PixelCNN `smoke` preset trained once: (run_dir, metrics)."""
+    from training import pixelcnn
+
+    run_dir = tmp_path_factory.mktemp("pixelcnn-smoke") / "run"
+    return run_dir, pixelcnn.train(pixelcnn.smoke(), run_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def pixelcnn_export(pixelcnn_run, tmp_path_factory):
+    """The PixelCNN smoke run exported once: MODELS/pixelcnn/1."""
+    from export.savedmodel import export_run
+
+    return export_run(pixelcnn_run[0], tmp_path_factory.mktemp("pixelcnn-models"), "pixelcnn")

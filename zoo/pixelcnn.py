@@ -199,6 +199,7 @@ class PixelCNN(keras.Model):
             self.label_bias = keras.layers.Embedding(c.num_classes, 2 * c.filters) if c.num_classes else None
         self.head = [MaskedConv2D(c.filters, 1, "B", channels),
                      MaskedConv2D(channels * self.out_per_channel, 1, "B", channels)]
+        self.build_all()
 
     def build_all(self) -> None:
         """Create every weight by one forward pass (before restoring a checkpoint)."""
@@ -243,6 +244,14 @@ class PixelCNN(keras.Model):
         """log p(x) in nats, shape [b]."""
         terms = self.distribution(self.logits(images, labels)).log_prob(self.values(images))
         return tf.reduce_sum(terms, axis=[1, 2, 3])
+
+    def loss_terms(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Per-image training terms: `loss` = -log p(x) in nats, and bits per dimension.
+
+        `seed` is unused (the likelihood is exact); it keeps the trainer's one signature.
+        """
+        log_prob = self.log_prob(images, labels)
+        return {"loss": -log_prob, "bits_per_dim": self.bits_per_dim(log_prob)}
 
     def bits_per_dim(self, log_prob: tf.Tensor) -> tf.Tensor:
         """-log2 p(x) per channel value."""

@@ -93,3 +93,33 @@ def test_startup_fails_when_a_model_cannot_load(smoke_export, tmp_path):
                         "--max_num_load_retries=0", timeout=120)
     assert result.returncode == 1
     assert 'Serving signature key "no_such_signature" not found.' in result.stderr.strip().splitlines()[-1]
+
+
+def test_query_sample_and_complete_on_a_pixelcnn(start_server, pixelcnn_export, tmp_path):
+    from serving.client import Client
+
+    server = start_server(f"--model_base_path={pixelcnn_export.parent}", "--model_name=pixelcnn",
+                          wait_for=("pixelcnn",), rest=False)
+    query = ("-m", "serving", "query", f"--server={server.target}")
+    out = tmp_path / "samples.png"
+    assert run_module(*query, "sample", "--model=pixelcnn", "-n", "4", f"--out={out}", timeout=120).returncode == 0
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255  # a "1"
+    Image.fromarray(digit).save(tmp_path / "one.png")
+    out = tmp_path / "completed.png"
+    result = run_module(*query, "complete", "--model=pixelcnn", f"--image={tmp_path / 'one.png'}", "--known_rows=14",
+                        "-n", "3", "--scale=1", f"--out={out}", timeout=120)
+    assert result.returncode == 0, result.stderr
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (29 + 1, 4 * 29 + 1)
+    np.testing.assert_array_equal(grid[1:15, 1:29], digit[:14])  # the original, first
+    for i in range(1, 4):  # every completion keeps the 14 known rows exactly
+        np.testing.assert_array_equal(grid[1:15, 1 + 29 * i:29 + 29 * i], digit[:14])
+    bad = run_module(*query, "complete", "--model=pixelcnn", f"--image={tmp_path / 'one.png'}", "--known_rows=40",
+                     f"--out={out}", timeout=120)
+    assert bad.returncode == 2 and "--known_rows must be in [0, 28], got 40" in bad.stderr
+    with Client(server.target) as client:
+        images = np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)).astype(np.float32)
+        completed = client.complete_images("pixelcnn", images, [10, 20], [1, 2])
+        np.testing.assert_array_equal(completed[0, :10], images[0, :10])
+        np.testing.assert_array_equal(completed[1, :20], images[1, :20])

@@ -1,0 +1,128 @@
+"""Train a PixelCNN or Gated PixelCNN on images.
+
+    python -m training pixelcnn --preset demo --out runs/pixelcnn-demo [--key=value ...]
+
+The loop is training/loop.py's; here are the presets, the final metrics (held-out NLL in
+nats and bits per dimension) and the pictures (samples, completions, learning curves).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from training import loop, plots
+from training.config import parse_config
+from training.data import ImageData
+from training.loop import DERIVED, RunOptions
+from training.runtime import UserError
+from zoo.pixelcnn import PixelCNN, PixelCNNConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(RunOptions):
+    """A PixelCNN training run: the shared run options and the model's fields (nested)."""
+
+    model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)
+    """Architecture and outputs (its fields are options too: --architecture=pixelcnn, --filters=32, ...)."""
+    completions: int = 3
+    """Samples per held-out image in completions.png (top half given, bottom half drawn)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.completions < 1:
+            raise ValueError(f"completions must be at least 1, got {self.completions}")
+        if self.binarize != (self.model.output == "bernoulli"):
+            raise ValueError("binarize=true goes with output=bernoulli, binarize=false with output=categorical")
+
+
+# Presets: with no overrides, each reproduces the figures in its docstring (README table;
+# held-out images, on a 2-core CPU).
+
+
+def smoke() -> TrainConfig:
+    """For tests: a small gated model, 1 epoch on binarized MNIST digits (seconds)."""
+    return TrainConfig(model=PixelCNNConfig(filters=16, layers=2), epochs=1, batch_size=64)
+
+
+def demo() -> TrainConfig:
+    """A gated model on binarized MNIST digits, a few minutes here."""
+    return TrainConfig(model=PixelCNNConfig(filters=32, layers=4), epochs=10, batch_size=64)
+
+
+def mnist() -> TrainConfig:
+    """The Gated PixelCNN at full width on binarized MNIST digits (for users with time)."""
+    return TrainConfig(model=PixelCNNConfig(filters=64, layers=7), epochs=50, batch_size=64, learning_rate=5e-4)
+
+
+def grey() -> TrainConfig:
+    """8-bit grey levels: sklearn's 8x8 digits, a 256-way categorical per pixel."""
+    return TrainConfig(model=PixelCNNConfig(filters=32, layers=4, first_kernel=5, output="categorical"),
+                       data="digits", binarize=False, epochs=60, batch_size=64)
+
+
+PRESETS = {"smoke": smoke, "demo": demo, "mnist": mnist, "grey": grey}
+
+
+def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
+    """Train (or resume) a PixelCNN into `run_dir`; return the final metrics, also written to metrics.json."""
+    return loop.train(config, run_dir, FAMILY, progress=progress)
+
+
+def final_metrics(model: PixelCNN, config: TrainConfig, data: ImageData, test_images: np.ndarray,
+                  history: list[dict]) -> dict:
+    """Held-out NLL in nats per image and bits per dimension (exact: no bound)."""
+    last = history[-1]
+    return {"test_nll": last["test_loss"], "test_bits_per_dim": last["test_bits_per_dim"]}
+
+
+def draw_pictures(model: PixelCNN, config: TrainConfig, data: ImageData, test_images: np.ndarray,
+                  history: list[dict], run_dir: Path) -> None:
+    """samples.png, completions.png and learning_curves.png in the run directory."""
+    conditional = config.model.conditional
+    labels = tf.constant(np.arange(32) % data.num_classes, tf.int64) if conditional else None
+    sample = tf.function(lambda seeds, labels: model.sample(seeds, labels))
+    plots.image_grid(sample(tf.range(32, dtype=tf.int64), labels).numpy(), run_dir / "samples.png",
+                     f"{config.model.architecture} samples" + (" (labels 0.. in turn)" if conditional else ""))
+
+    # completions: each row is the original, the given top half, then `completions` draws
+    height = config.model.image_shape[0]
+    count, draws = 8, config.completions
+    originals = test_images[:count].astype(np.float32)
+    given = originals.copy()
+    given[:, height // 2:] = 0.5
+    repeated = np.repeat(originals, draws, axis=0)
+    row_labels = tf.constant(np.repeat(data.test_labels[:count], draws), tf.int64) if conditional else None
+    complete = tf.function(lambda images, rows, seeds, labels: model.complete_fast(images, rows, seeds, labels)
+                           if config.model.architecture == "gated" else model.complete(images, rows, seeds, labels))
+    completed = complete(repeated, tf.fill([count * draws], height // 2), tf.range(count * draws, dtype=tf.int64),
+                         row_labels).numpy().reshape(count, draws, *originals.shape[1:])
+    rows = np.concatenate([originals[:, None], given[:, None], completed], axis=1)
+    plots.image_grid(rows.reshape(-1, *originals.shape[1:]), run_dir / "completions.png",
+                     "original | top half given | completions", columns=2 + draws)
+    plots.learning_curves(history, ["train_loss", "test_loss"], run_dir / "learning_curves.png",
+                          "-log p(x) (nats per image)")
+
+
+FAMILY = loop.Family("pixelcnn", PixelCNN, final_metrics, draw_pictures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training pixelcnn", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    config, args = parse_config(argv, parser, PRESETS, "demo", hidden=DERIVED)
+    try:
+        metrics = train(config, args.out, progress=not args.no_progress)
+    except UserError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    for key in ("test_nll", "test_bits_per_dim", "images_per_second_median"):
+        print(f"{key}: {metrics[key]:.3f}")
+    print(f"(held-out, {metrics['data']})")
+    print(f"run directory: {args.out} (checkpoints/, tensorboard/, metrics.json, samples.png, completions.png, "
+          f"learning_curves.png)")
+    return 0
