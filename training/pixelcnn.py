@@ -96,8 +96,7 @@ def draw_pictures(model: PixelCNN, config: TrainConfig, data: ImageData, test_im
     given[:, height // 2:] = 0.5
     repeated = np.repeat(originals, draws, axis=0)
     row_labels = tf.constant(np.repeat(data.test_labels[:count], draws), tf.int64) if conditional else None
-    complete = tf.function(lambda images, rows, seeds, labels: model.complete_fast(images, rows, seeds, labels)
-                           if config.model.architecture == "gated" else model.complete(images, rows, seeds, labels))
+    complete = tf.function(lambda images, rows, seeds, labels: model.complete_fast(images, rows, seeds, labels))
     completed = complete(repeated, tf.fill([count * draws], height // 2), tf.range(count * draws, dtype=tf.int64),
                          row_labels).numpy().reshape(count, draws, *originals.shape[1:])
     rows = np.concatenate([originals[:, None], given[:, None], completed], axis=1)

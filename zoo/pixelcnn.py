@@ -306,21 +306,77 @@ class PixelCNN(keras.Model):
                temperature: float | tf.Tensor = 1.0, fast: bool = True) -> tf.Tensor:
         """Images [b, H, W, C] in [0, 1], drawn in raster and channel order from each row's seed."""
         blank = tf.zeros([tf.shape(seeds)[0], *self.config.image_shape])
-        complete = self.complete_fast if fast and self.config.architecture == "gated" else self.complete
+        complete = self.complete_fast if fast else self.complete
         return complete(blank, tf.zeros_like(seeds, tf.int32), seeds, labels, temperature)
 
-    # ---------------------------------------------------------------- fast sampling (gated)
+    # ---------------------------------------------------------------- fast sampling
     def complete_fast(self, images: tf.Tensor, known_rows: tf.Tensor, seeds: tf.Tensor,
                       labels: tf.Tensor | None = None, temperature: float | tf.Tensor = 1.0) -> tf.Tensor:
-        """`complete` for the gated model, computing only what each new value changes.
+        """`complete`, computing only what each new value changes (after Ramachandran et al., 2017).
 
-        In the spirit of Ramachandran et al. (2017): every layer keeps its input so far in a
-        cache. A value at (y, x) only changes the horizontal stack at (y, x), so each step
-        runs the horizontal layers and the head at that one position (a window of width
-        kernel//2 + 1); the vertical stack of row y-1 is computed once, when row y starts.
-        The noise and the arithmetic per position are the naive sampler's, so the samples
-        are the same.
+        Every layer keeps its input so far in a cache; a new value is drawn from the layers
+        evaluated at its one position (a kernel-sized window of each cache), and written
+        back into the caches. The noise and the arithmetic per position are the naive
+        sampler's, so the samples are the same.
         """
+        if self.config.architecture == "gated":
+            return self._complete_gated(images, known_rows, seeds, labels, temperature)
+        return self._complete_plain(images, known_rows, seeds, labels, temperature)
+
+    def _complete_plain(self, images, known_rows, seeds, labels, temperature) -> tf.Tensor:
+        """The plain model: each step runs the first layer, every block and the head at one position."""
+        height, width, channels = self.config.image_shape
+        batch = tf.shape(images)[0]
+        canvas = tf.cast(images, tf.float32)
+        noise = self.noise(seeds)
+        known = tf.cast(known_rows, tf.int32)
+        rows_index = tf.range(batch)
+
+        # one full pass over the starting canvas fills the caches: the image, and each block's k x k input
+        x = 2.0 * canvas - 1.0
+        h = self.first(x)
+        label_bias = self.label_bias(labels) if self.label_bias is not None else 0.0
+        h += label_bias[:, None, None, :] if self.label_bias is not None else 0.0
+        block_pad = []
+        for reduce, conv, expand in self.blocks:
+            b = tf.nn.elu(reduce(tf.nn.elu(h)))
+            block_pad.append(tf.pad(b, conv.padding))
+            h = h + expand(tf.nn.elu(conv(b)))
+        image_pad = tf.pad(x, self.first.padding)
+
+        def step(position, canvas, image_pad, block_pad):
+            y, rest = position // (width * channels), position % (width * channels)
+            x, c = rest // channels, rest % channels
+            h = _at_position(image_pad, y, x, self.first) + label_bias
+            block_pad = list(block_pad)
+            for i, (reduce, conv, expand) in enumerate(self.blocks):
+                b = tf.nn.elu(_at_point(tf.nn.elu(h), reduce))
+                block_pad[i] = _put(block_pad[i], rows_index, y + conv.center[0], x + conv.center[1], b)
+                h = h + _at_point(tf.nn.elu(_at_position(block_pad[i], y, x, conv)), expand)
+            canvas, scaled = self._draw_at(h, canvas, noise, known, y, x, c, temperature, rows_index)
+            image_pad = _put(image_pad, rows_index, y + self.first.center[0], x + self.first.center[1], scaled)
+            return position + 1, canvas, image_pad, block_pad
+
+        start = tf.reduce_min(known) * width * channels
+        _, canvas, *_ = tf.while_loop(lambda p, *_: p < height * width * channels, step,
+                                      [start, canvas, image_pad, block_pad])
+        return canvas
+
+    def _draw_at(self, hidden, canvas, noise, known, y, x, c, temperature, rows_index):
+        """Head at one position, draw channel c there (known rows keep theirs); the new canvas and
+        the pixel scaled to [-1, 1], for the caches."""
+        channels = self.config.image_shape[2]
+        logits = _at_point(tf.nn.elu(_at_point(tf.nn.elu(hidden), self.head[0])), self.head[1])
+        if self.out_per_channel > 1:
+            logits = tf.reshape(logits, [-1, channels, 256])
+        value = self.draw(logits[:, c], noise[:, y, x, c], temperature)
+        value = tf.where(y >= known, value, canvas[:, y, x, c])
+        one_hot = tf.one_hot(c, channels)
+        pixel = canvas[:, y, x] * (1 - one_hot) + value[:, None] * one_hot
+        return _put(canvas, rows_index, y, x, pixel), 2.0 * pixel - 1.0
+
+    def _complete_gated(self, images, known_rows, seeds, labels, temperature) -> tf.Tensor:
+        """The gated model: the horizontal stack at one position per step, the vertical stack once per row."""
         height, width, channels = self.config.image_shape
         layers = self.gated
         batch = tf.shape(images)[0]
@@ -343,17 +399,6 @@ class PixelCNN(keras.Model):
         h_pad = [tf.pad(h, layer.horizontal.padding) for h, layer in zip(h_in, layers)] + [h_in[-1]]
         links = [tf.zeros_like(v[:, 0]) for v in v_pre]  # shift_down(v) of row y: v_pre of row y-1
 
-        def at(window_source, y, x, conv):
-            """conv's output at (y, x) from its padded input: one window, one product."""
-            kh, kw = conv.kernel_size
-            window = window_source[:, y:y + kh, x:x + kw, :]
-            kernel = conv.kernel if conv.mask is None else conv.kernel * conv.mask
-            return tf.einsum("bhwi,hwio->bo", window, kernel) + conv.bias
-
-        def put(cache, y, x, values):
-            index = tf.stack([rows_index, tf.fill([batch], y), tf.fill([batch], x)], axis=1)
-            return tf.tensor_scatter_nd_update(cache, index, values)
-
         def row_start(y, v_pad, links):
             """The vertical stack over row y-1 (complete now), and its link input for row y."""
             new_pad, new_links = list(v_pad), []
@@ -375,32 +420,23 @@ class PixelCNN(keras.Model):
         def value_step(y, x, c, canvas, v_pad, h_pad, links):
             h_pad = list(h_pad)
             for i, layer in enumerate(layers):
-                pre = at(h_pad[i], y, x, layer.horizontal) + layer.link(links[i][:, x][:, None, None])[:, 0, 0]
+                pre = _at_position(h_pad[i], y, x, layer.horizontal) + _at_point(links[i][:, x], layer.link)
                 bias_h = layer.biases(labels)[1]
                 if not isinstance(bias_h, float):
                     bias_h = bias_h[:, 0, 0]
-                out = at(gate(pre + bias_h)[:, None, None], 0, 0, layer.output_conv)
+                out = _at_point(gate(pre + bias_h), layer.output_conv)
                 if not layer.first:
                     cx = layer.horizontal.center[1]
                     out += h_pad[i][:, y, x + cx]
                 if i + 1 < len(layers):
-                    h_pad[i + 1] = put(h_pad[i + 1], y, x + layers[i + 1].horizontal.center[1], out)
+                    h_pad[i + 1] = _put(h_pad[i + 1], rows_index, y, x + layers[i + 1].horizontal.center[1], out)
                 else:
                     final = out
-            hidden = self.head[0](tf.nn.elu(final)[:, None, None])
-            logits = self.head[1](tf.nn.elu(hidden))[:, 0, 0]
-            if self.out_per_channel > 1:
-                logits = tf.reshape(logits, [-1, channels, 256])
-            value = self.draw(logits[:, c], noise[:, y, x, c], temperature)
-            value = tf.where(y >= known, value, canvas[:, y, x, c])  # known rows keep their values
-            one_hot = tf.one_hot(c, channels)
-            pixel = canvas[:, y, x] * (1 - one_hot) + value[:, None] * one_hot
-            canvas = put(canvas, y, x, pixel)
-            scaled = 2.0 * pixel - 1.0
-            h_pad[0] = put(h_pad[0], y, x + layers[0].horizontal.center[1], scaled)
+            canvas, scaled = self._draw_at(final, canvas, noise, known, y, x, c, temperature, rows_index)
+            h_pad[0] = _put(h_pad[0], rows_index, y, x + layers[0].horizontal.center[1], scaled)
             cy, cx = layers[0].vertical.center
             v_pad = list(v_pad)
-            v_pad[0] = put(v_pad[0], y + cy, x + cx, scaled)
+            v_pad[0] = _put(v_pad[0], rows_index, y + cy, x + cx, scaled)
             return canvas, v_pad, h_pad
 
         def row(y, canvas, v_pad, h_pad, links):
@@ -420,7 +456,7 @@ class PixelCNN(keras.Model):
     def serving_signatures(self) -> dict:
         """Signature name -> (function, input specs): sample, log_prob, complete (+ label when conditional).
 
-        Sampling in the SavedModel is the fast sampler for the gated model.
+        Sampling and completion in the SavedModel use the fast sampler.
         """
         config = self.config
         height = config.image_shape[0]
@@ -442,8 +478,7 @@ class PixelCNN(keras.Model):
         def complete(images, known_rows, seed, label=None):
             images = checks.checked_images(images, config.image_shape)
             known_rows = checks.checked_range(known_rows, 0, height + 1, "known_rows")
-            completer = self.complete_fast if config.architecture == "gated" else self.complete
-            return {"images": completer(images, known_rows, tf.ensure_shape(seed, [None]), labels_of(label))}
+            return {"images": self.complete_fast(images, known_rows, tf.ensure_shape(seed, [None]), labels_of(label))}
 
         return {
             "serving_default": (sample, [seed_spec, *cond]),
@@ -457,3 +492,22 @@ class PixelCNN(keras.Model):
         images = {"shape": [-1, *self.config.image_shape], "min": 0.0, "max": 1.0}
         return {"serving_default": {"images": images}, "sample": {"images": images}, "complete": {"images": images},
                 "log_prob": {"log_prob": {"shape": [-1], "max": 0.0}, "bits_per_dim": {"shape": [-1], "min": 0.0}}}
+
+
+def _at_position(padded: tf.Tensor, y, x, conv: MaskedConv2D) -> tf.Tensor:
+    """`conv`'s output at (y, x), [b, out], from its padded input: one kernel-sized window, one product."""
+    kh, kw = conv.kernel_size
+    kernel = conv.kernel if conv.mask is None else conv.kernel * conv.mask
+    return tf.einsum("bhwi,hwio->bo", padded[:, y:y + kh, x:x + kw, :], kernel) + conv.bias
+
+
+def _at_point(values: tf.Tensor, conv) -> tf.Tensor:
+    """A 1x1 convolution (masked or Keras) applied to one position's features [b, in] -> [b, out]."""
+    return conv(values[:, None, None])[:, 0, 0]
+
+
+def _put(cache: tf.Tensor, rows_index: tf.Tensor, y, x, values: tf.Tensor) -> tf.Tensor:
+    """`cache` with position (y, x) of every row set to `values`."""
+    batch = tf.shape(rows_index)[0]
+    index = tf.stack([rows_index, tf.fill([batch], y), tf.fill([batch], x)], axis=1)
+    return tf.tensor_scatter_nd_update(cache, index, values)

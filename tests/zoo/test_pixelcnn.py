@@ -127,7 +127,7 @@ def test_a_few_steps_of_training_raise_the_likelihood():
     assert float(tf.reduce_mean(model.log_prob(images))) > before + 5
 
 
-@pytest.mark.parametrize("name", ["gated-1", "gated-3"])
+@pytest.mark.parametrize("name", list(CONFIGS))
 def test_fast_sampler_gives_the_naive_samples(name):
     config = CONFIGS[name]
     keras.utils.set_random_seed(1)
