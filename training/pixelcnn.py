@@ -53,7 +53,8 @@ def demo() -> TrainConfig:
 
 
 def mnist() -> TrainConfig:
-    """A wider gated model on binarized MNIST digits, for the best held-out NLL here."""
+    """A wider gated model on binarized MNIST digits. NLL 94.41 nats, 0.174 bits/dim, 32 min
+    (the first third of it sharing the CPU with the test suite)."""
     return TrainConfig(model=PixelCNNConfig(filters=64, layers=5), epochs=10, batch_size=64)
 
 
