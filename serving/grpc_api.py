@@ -57,27 +57,23 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         version, name, outputs = await self.core.predict(request.model_spec, dict(request.inputs),
                                                          request.output_filter, deadline=_deadline(context))
         response = predict_pb2.PredictResponse()
-        response.model_spec.name, response.model_spec.signature_name = request.model_spec.name, name
-        response.model_spec.version.value = version
+        _fill_spec(response.model_spec, request.model_spec.name, name, version)
         for alias, value in outputs.items():
             response.outputs[alias].CopyFrom(to_proto(value, self.tensor_content))
         return response
 
     @_answer("Classify")
     async def Classify(self, request, context) -> classification_pb2.ClassificationResponse:
-        _require_spec(request)
-        response = classification_pb2.ClassificationResponse()
-        version, name, result = await self.core.infer(CLASSIFY, request.model_spec, request.input,
-                                                      deadline=_deadline(context))
-        response.result.CopyFrom(result)
-        _fill_spec(response.model_spec, request.model_spec.name, name, version)
-        return response
+        return await self._infer(CLASSIFY, request, context, classification_pb2.ClassificationResponse())
 
     @_answer("Regress")
     async def Regress(self, request, context) -> regression_pb2.RegressionResponse:
+        return await self._infer(REGRESS, request, context, regression_pb2.RegressionResponse())
+
+    async def _infer(self, method: str, request, context, response):
+        """Classify and Regress: the same request shape, the result in `response.result`."""
         _require_spec(request)
-        response = regression_pb2.RegressionResponse()
-        version, name, result = await self.core.infer(REGRESS, request.model_spec, request.input,
+        version, name, result = await self.core.infer(method, request.model_spec, request.input,
                                                       deadline=_deadline(context))
         response.result.CopyFrom(result)
         _fill_spec(response.model_spec, request.model_spec.name, name, version)

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.client import pywrap_tf_session as tf_session
+from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from serving.errors import CODES, ServingError, invalid
 
@@ -53,8 +54,6 @@ class Servable:
 
     def signature_map(self):
         """Every SignatureDef (with `__saved_model_init_op`), as GetModelMetadata returns them."""
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for key, signature in self.signatures.items():
             signatures.signature_def[key].CopyFrom(signature)
@@ -147,8 +146,6 @@ class Servable:
 
 def warmup_requests(path: Path) -> list:
     """The PredictionLog records of a version's warm-up file (at most 1000), or []."""
-    from tensorflow_serving.apis import prediction_log_pb2
-
     file = path / WARMUP_FILE
     if not file.exists():
         return []

@@ -13,7 +13,9 @@ import math
 
 import grpc
 import numpy as np
+from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import input_pb2
 
 from serving.errors import ServingError, invalid
 
@@ -367,9 +369,6 @@ def _feature(value, feature) -> None:
 
 def parse_infer_body(body: bytes):
     """(signature name, Input proto) of a REST classify or regress body."""
-    from tensorflow.core.example import example_pb2
-    from tensorflow_serving.apis import input_pb2
-
     try:
         doc = json.loads(body) if body.strip() else None
     except (ValueError, RecursionError) as error:

@@ -8,6 +8,7 @@ command, a run resumes from its last checkpoint, at the same batch.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import shutil
 import time
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from training.config import flat_dict
+from training.config import flat_dict, parse_config
 from training.data import ImageData, load_images
 from training.runtime import UserError, checkpoint_dir, is_chief, make_strategy, read_json, write_json
 
@@ -259,6 +260,21 @@ def train(config: RunOptions, run_dir: Path, family: Family, *, progress: bool =
         family.draw_pictures(model, config, data, test_images, history, run_dir)
         writer.flush()
     return metrics
+
+
+def command(argv: list[str] | None, family: Family, presets: dict, description: str) -> tuple[dict, Path]:
+    """`python -m training FAMILY`: parse presets and options, train; (metrics, run directory).
+
+    A UserError (bad data, a run directory holding another config) exits 2 with one sentence.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m training {family.name}", description=description)
+    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    config, args = parse_config(argv, parser, presets, "demo", hidden=DERIVED)
+    try:
+        return train(config, args.out, family, progress=not args.no_progress), args.out
+    except UserError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 def common_metrics(data: ImageData, test_images: np.ndarray, history: list[dict]) -> dict:

@@ -14,10 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from training import loop, plots
-from training.config import parse_config
 from training.data import ImageData
-from training.loop import DERIVED, RunOptions
-from training.runtime import UserError
+from training.loop import RunOptions
 from zoo.pixelcnn import PixelCNN, PixelCNNConfig
 
 
@@ -85,8 +83,7 @@ def draw_pictures(model: PixelCNN, config: TrainConfig, data: ImageData, test_im
     """samples.png, completions.png and learning_curves.png in the run directory."""
     conditional = config.model.conditional
     labels = tf.constant(np.arange(32) % data.num_classes, tf.int64) if conditional else None
-    sample = tf.function(lambda seeds, labels: model.sample(seeds, labels))
-    plots.image_grid(sample(tf.range(32, dtype=tf.int64), labels).numpy(), run_dir / "samples.png",
+    plots.image_grid(tf.function(model.sample)(tf.range(32, dtype=tf.int64), labels).numpy(), run_dir / "samples.png",
                      f"{config.model.architecture} samples" + (" (labels 0.. in turn)" if conditional else ""))
 
     # completions: each row is the original, the given top half, then `completions` draws
@@ -97,8 +94,7 @@ def draw_pictures(model: PixelCNN, config: TrainConfig, data: ImageData, test_im
     given[:, height // 2:] = 0.5
     repeated = np.repeat(originals, draws, axis=0)
     row_labels = tf.constant(np.repeat(data.test_labels[:count], draws), tf.int64) if conditional else None
-    complete = tf.function(lambda images, rows, seeds, labels: model.complete_fast(images, rows, seeds, labels))
-    completed = complete(repeated, tf.fill([count * draws], height // 2), tf.range(count * draws, dtype=tf.int64),
+    completed = tf.function(model.complete_fast)(repeated, tf.fill([count * draws], height // 2), tf.range(count * draws, dtype=tf.int64),
                          row_labels).numpy().reshape(count, draws, *originals.shape[1:])
     rows = np.concatenate([originals[:, None], given[:, None], completed], axis=1)
     plots.image_grid(rows.reshape(-1, *originals.shape[1:]), run_dir / "completions.png",
@@ -111,19 +107,10 @@ FAMILY = loop.Family("pixelcnn", PixelCNN, final_metrics, draw_pictures)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m training pixelcnn", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    config, args = parse_config(argv, parser, PRESETS, "demo", hidden=DERIVED)
-    try:
-        metrics = train(config, args.out, progress=not args.no_progress)
-    except UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    metrics, run_dir = loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
     for key in ("test_nll", "test_bits_per_dim", "images_per_second_median"):
         print(f"{key}: {metrics[key]:.3f}")
     print(f"(held-out, {metrics['data']})")
-    print(f"run directory: {args.out} (checkpoints/, tensorboard/, metrics.json, samples.png, completions.png, "
+    print(f"run directory: {run_dir} (checkpoints/, tensorboard/, metrics.json, samples.png, completions.png, "
           f"learning_curves.png)")
     return 0

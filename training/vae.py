@@ -14,10 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from training import loop, plots
-from training.config import parse_config
 from training.data import ImageData
-from training.loop import DERIVED, RunOptions, make_train_step  # noqa: F401  (make_train_step: benchmarks)
-from training.runtime import UserError
+from training.loop import DERIVED, RunOptions, make_train_step  # noqa: F401  (re-exported for tests and benchmarks)
 from zoo.vae import VAE, VAEConfig
 
 
@@ -120,20 +118,11 @@ FAMILY = loop.Family("vae", VAE, final_metrics, draw_pictures)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m training vae", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    config, args = parse_config(argv, parser, PRESETS, "demo", hidden=DERIVED)
-    try:
-        metrics = train(config, args.out, progress=not args.no_progress)
-    except UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    metrics, run_dir = loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
     keys = ("test_negative_elbo", "test_iw_nll", "test_rate", "test_distortion", "images_per_second_median")
     print("\n".join(f"{key}: {metrics[key]:.2f}" for key in keys if metrics.get(key) is not None))
     if "test_iw_nll" in metrics:
         print(f"(NLL bound with k={metrics['iw_samples']}, nats per image, {metrics['data']})")
-    print(f"run directory: {args.out} (checkpoints/, tensorboard/, metrics.json, samples.png, "
+    print(f"run directory: {run_dir} (checkpoints/, tensorboard/, metrics.json, samples.png, "
           f"reconstructions.png, latent.png, learning_curves.png)")
     return 0

@@ -219,9 +219,7 @@ class PixelCNN(keras.Model):
                 vertical, horizontal = layer(vertical, horizontal, labels)
             h = horizontal
         else:
-            h = self.first(x)
-            if self.label_bias is not None:
-                h += self.label_bias(labels)[:, None, None, :]
+            h = self.first(x) + self.plain_label_bias(labels)
             for reduce, conv, expand in self.blocks:
                 h = h + expand(tf.nn.elu(conv(tf.nn.elu(reduce(tf.nn.elu(h))))))
         logits = self.head[1](tf.nn.elu(self.head[0](tf.nn.elu(h))))
@@ -229,6 +227,10 @@ class PixelCNN(keras.Model):
             return logits
         height, width, channels = self.config.image_shape
         return tf.reshape(logits, [-1, height, width, channels, 256])
+
+    def plain_label_bias(self, labels: tf.Tensor | None) -> tf.Tensor | float:
+        """The plain model's additive label bias after its first layer, [b, 1, 1, 2F] (0 without labels)."""
+        return 0.0 if self.label_bias is None else self.label_bias(labels)[:, None, None, :]
 
     def distribution(self, logits: tf.Tensor) -> tfd.Distribution:
         """p(x_i | x_<i) for every pixel and channel, over the values 0..levels-1."""
@@ -334,9 +336,8 @@ class PixelCNN(keras.Model):
 
         # one full pass over the starting canvas fills the caches: the image, and each block's k x k input
         x = 2.0 * canvas - 1.0
-        h = self.first(x)
-        label_bias = self.label_bias(labels) if self.label_bias is not None else 0.0
-        h += label_bias[:, None, None, :] if self.label_bias is not None else 0.0
+        label_bias = self.plain_label_bias(labels)
+        h = self.first(x) + label_bias
         block_pad = []
         for reduce, conv, expand in self.blocks:
             b = tf.nn.elu(reduce(tf.nn.elu(h)))
@@ -347,7 +348,7 @@ class PixelCNN(keras.Model):
         def step(position, canvas, image_pad, block_pad):
             y, rest = position // (width * channels), position % (width * channels)
             x, c = rest // channels, rest % channels
-            h = _at_position(image_pad, y, x, self.first) + label_bias
+            h = (_at_position(image_pad, y, x, self.first)[:, None, None] + label_bias)[:, 0, 0]
             block_pad = list(block_pad)
             for i, (reduce, conv, expand) in enumerate(self.blocks):
                 b = tf.nn.elu(_at_point(tf.nn.elu(h), reduce))
@@ -398,6 +399,7 @@ class PixelCNN(keras.Model):
         v_pad = [tf.pad(v, layer.vertical.padding) for v, layer in zip(v_in, layers)]
         h_pad = [tf.pad(h, layer.horizontal.padding) for h, layer in zip(h_in, layers)] + [h_in[-1]]
         links = [tf.zeros_like(v[:, 0]) for v in v_pre]  # shift_down(v) of row y: v_pre of row y-1
+        biases = [layer.biases(labels) for layer in layers]  # (vertical, horizontal) per layer, looked up once
 
         def row_start(y, v_pad, links):
             """The vertical stack over row y-1 (complete now), and its link input for row y."""
@@ -407,8 +409,7 @@ class PixelCNN(keras.Model):
                 window = new_pad[i][:, y - 1:y - 1 + conv.kernel_size[0]]
                 pre = tf.nn.conv2d(window, conv.kernel, strides=1, padding="VALID")[:, 0] + conv.bias
                 new_links.append(pre)
-                bias_v = layer.biases(labels)[0]
-                out = gate(pre[:, None] + bias_v)[:, 0]
+                out = gate(pre[:, None] + biases[i][0])[:, 0]
                 if i + 1 < len(layers):
                     nxt = layers[i + 1].vertical
                     cy, cx = nxt.center
@@ -421,10 +422,7 @@ class PixelCNN(keras.Model):
             h_pad = list(h_pad)
             for i, layer in enumerate(layers):
                 pre = _at_position(h_pad[i], y, x, layer.horizontal) + _at_point(links[i][:, x], layer.link)
-                bias_h = layer.biases(labels)[1]
-                if not isinstance(bias_h, float):
-                    bias_h = bias_h[:, 0, 0]
-                out = _at_point(gate(pre + bias_h), layer.output_conv)
+                out = _at_point(gate((pre[:, None, None] + biases[i][1])[:, 0, 0]), layer.output_conv)
                 if not layer.first:
                     cx = layer.horizontal.center[1]
                     out += h_pad[i][:, y, x + cx]
