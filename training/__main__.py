@@ -4,7 +4,7 @@ import sys
 
 from quiet import quiet_tensorflow
 
-FAMILIES = {"vae": "training.vae", "pixelcnn": "training.pixelcnn"}  # family -> module with main(argv)
+FAMILIES = {"vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn"}  # family -> module with main(argv)
 
 
 def main(argv: list[str]) -> int:

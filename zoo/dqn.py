@@ -127,15 +127,15 @@ class QNetwork(keras.Model):
         """argmax_a Q(s, a) as int64 [b] (ties go to the lowest action)."""
         return tf.argmax(self(observation), axis=-1, output_type=tf.int64)
 
-    def numpy_q_values(self) -> Callable[[np.ndarray], np.ndarray]:
-        """Q-values computed in numpy from a snapshot of the MLP's weights.
+    def numpy_q_values(self, weights: list[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        """Q-values computed in numpy from `weights`, a snapshot of `trainable_variables`.
 
         For acting one environment step at a time: a small MLP costs about 10 us in numpy
         against about 300 us for a call into TensorFlow. Take a new snapshot after each update.
         """
         if self.config.torso != "mlp":
             raise ValueError("numpy Q-values are for the MLP torso; call the network for frames")
-        weights = [(layer.kernel.numpy(), layer.bias.numpy()) for layer in [*self.torso, self.head]]
+        weights = list(zip(weights[0::2], weights[1::2]))  # (kernel, bias) per layer, input to output
 
         def q_values(observation: np.ndarray) -> np.ndarray:
             x = np.asarray(observation, np.float32)
