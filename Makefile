@@ -3,12 +3,13 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+TFA_VENV := .venv-tf-agents
 RUN := runs/vae-demo
 MODELS := models
 GRPC_PORT ?= 8500
 REST_PORT ?= 8501
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv tf-agents-venv clean
 
 venv: $(VENV)/.installed
 
@@ -16,6 +17,16 @@ $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# tf-agents for the compatibility tests: --no-deps on top of .venv (requirements-tf-agents.txt)
+tf-agents-venv: $(TFA_VENV)/.installed
+
+$(TFA_VENV)/.installed: requirements-tf-agents.txt $(VENV)/.installed
+	test -x $(TFA_VENV)/bin/python || $(PYTHON) -m venv $(TFA_VENV)
+	$(PY) -c 'import site; print(site.getsitepackages()[0])' > \
+	  "$$($(TFA_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/main-venv.pth"
+	$(TFA_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-tf-agents.txt
 	touch $@
 
 demo: venv
@@ -35,7 +46,7 @@ demo: venv
 	@echo "export:       $(MODELS)/vae/<version>   server config: $(MODELS)/models.config"
 	@echo "served:       $(RUN)/served-samples.png (sampled over gRPC; server log $(RUN)/server.log)"
 
-test: venv
+test: venv tf-agents-venv
 	$(PY) -m pytest
 
 clean:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
-from typing import Callable
-
 import keras
 import tensorflow as tf
 from google.protobuf import text_format
@@ -84,12 +82,13 @@ def policy_specs(observation: tf.TensorSpec, num_actions: int) -> struct_pb2.Str
     return specs
 
 
-def write_policy(model: keras.Model, path: Path, signatures: dict, greedy_action: Callable[[tf.Tensor], tf.Tensor],
-                 observation: tf.TensorSpec, num_actions: int, train_step: int) -> None:
+def write_policy(model: keras.Model, path: Path, signatures: dict, train_step: int) -> None:
     """Save `model` at `path` with its `signatures` plus the tf-agents policy layout.
 
-    `greedy_action(observation[b, ...]) -> int64 [b]` is what tf-agents' `action` runs.
+    The model gives `greedy_action(observation[b, ...]) -> int64 [b]` (what tf-agents'
+    `action` runs), `observation_spec()` and `config.num_actions`.
     """
+    observation, num_actions = model.observation_spec(), model.config.num_actions
     root = tf.Module()
     root.model_variables = list(model.variables)
     root.train_step = tf.Variable(train_step, dtype=tf.int64, trainable=False, name="train_step")
@@ -99,7 +98,7 @@ def write_policy(model: keras.Model, path: Path, signatures: dict, greedy_action
 
     @tf.function
     def action(time_step, policy_state=()):
-        return PolicyStep(action=greedy_action(time_step.observation), state=(), info=())
+        return PolicyStep(action=model.greedy_action(time_step.observation), state=(), info=())
 
     action_functions = [action.get_concrete_function(step_spec, ()), action.get_concrete_function(step_spec)]
     get_initial_state = tf.function(lambda batch_size: ())

@@ -27,6 +27,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 import zoo
+from export.policy import write_policy
 
 CARD = "model_card.json"
 WARMUP = "tf_serving_warmup_requests"
@@ -137,16 +138,21 @@ def export_run(run_dir: Path, models_dir: Path, name: str) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
     try:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        for signature, (function, specs) in signatures.items():
-            archive.add_endpoint(signature, function, input_signature=specs)
-        archive.write_out(str(staging / "saved_model"), verbose=False)
         version_dir = staging / "saved_model"
+        if hasattr(model, "greedy_action"):  # a policy: add what tf-agents programs load
+            metrics_path = run_dir / "metrics.json"
+            steps = json.loads(metrics_path.read_text()).get("steps", 0) if metrics_path.exists() else 0
+            write_policy(model, version_dir, signatures, train_step=steps)
+        else:
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            for signature, (function, specs) in signatures.items():
+                archive.add_endpoint(signature, function, input_signature=specs)
+            archive.write_out(str(version_dir), verbose=False)
         extra = version_dir / "assets.extra"
         extra.mkdir(exist_ok=True)
         requests = {signature: filler_inputs([(s.name, s.dtype, list(s.shape)) for s in specs], examples)
-                    for signature, (_, specs) in signatures.items()}
+                    for signature, (_, specs) in signatures.items() if specs}
         write_warmup(extra / WARMUP, name, requests)
         card = model_card(model, info, run_dir, name, signatures)
         (extra / CARD).write_text(json.dumps(card, indent=2, default=str) + "\n")

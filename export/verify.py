@@ -72,9 +72,9 @@ def check_output(alias: str, value: np.ndarray, expected: dict, batch: int) -> s
         want = [batch if d == -1 else d for d in expected["shape"]]
         if list(value.shape) != want:
             return f"output {alias} has shape {list(value.shape)}, expected {want}"
-    if np.issubdtype(value.dtype, np.floating):
-        if not np.all(np.isfinite(value)):
-            return f"output {alias} has non-finite values"
+    if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+        return f"output {alias} has non-finite values"
+    if np.issubdtype(value.dtype, np.number) and value.size:
         if "min" in expected and value.min() < expected["min"]:
             return f"output {alias} has values down to {value.min():.4g}, expected >= {expected['min']}"
         if "max" in expected and value.max() > expected["max"]:
@@ -115,7 +115,8 @@ def verify(path: Path) -> tuple[Path, list[SignatureResult]]:
                 message = str(error).splitlines()[0][:300]
                 results.append(SignatureResult(name, False, f"failed to run: {type(error).__name__}: {message}"))
                 continue
-            batch = len(next(iter(inputs.values())))
+            first = next(iter(inputs.values()), None)
+            batch = len(first) if first is not None and first.ndim else None  # None: no batched input
             problems = [p for alias, value in zip(aliases, values)
                         if (p := check_output(alias, value, expectations.get(name, {}).get(alias, {}), batch))]
             shapes = ", ".join(f"{a}{list(v.shape)}" for a, v in zip(aliases, values))

@@ -45,3 +45,20 @@ def pixelcnn_export(pixelcnn_run, tmp_path_factory):
     from export.savedmodel import export_run
 
     return export_run(pixelcnn_run[0], tmp_path_factory.mktemp("pixelcnn-models"), "pixelcnn")
+
+
+@pytest.fixture(scope="session")
+def dqn_run(tmp_path_factory):
+    """The DQN `smoke` preset (CartPole-v1) trained once: (run_dir, metrics)."""
+    from training import dqn
+
+    run_dir = tmp_path_factory.mktemp("dqn-smoke") / "run"
+    return run_dir, dqn.train(dqn.smoke(), run_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def dqn_export(dqn_run, tmp_path_factory):
+    """The DQN smoke run exported once: MODELS/cartpole_dqn/1."""
+    from export.savedmodel import export_run
+
+    return export_run(dqn_run[0], tmp_path_factory.mktemp("dqn-models"), "cartpole_dqn")

@@ -126,16 +126,22 @@ DERIVED = frozenset({"observation_shape", "observation_dtype", "num_actions", "t
 # 2-core CPU, training seconds exclude evaluation).
 
 
-def smoke() -> TrainConfig:
-    """For tests: a few seconds of CartPole; the greedy return rises above a random policy's (about 22)."""
-    return TrainConfig(total_steps=4_000, learning_starts=500, buffer_size=4_000, target_update=100,
-                       eval_every=1_000, eval_episodes=5, final_eval_episodes=5, checkpoint_every=2_000,
-                       epsilon_fraction=0.25)
-
-
 def cartpole() -> TrainConfig:
-    """CartPole-v1 to a greedy return of 500 (the cap)."""
-    return TrainConfig()
+    """CartPole-v1 to a greedy return of 475 over 20 fresh episodes, then stop.
+
+    One gradient step per environment step (32 per update) on a soft-updated target
+    (tau 0.01) with a constant epsilon of 0.1, as tf-agents' DQN tutorial explores.
+    Seeds 0, 1, 2: first 475 at 14k, 10k, 8k steps; 5.3, 3.6, 2.8 s of training.
+    """
+    return TrainConfig(total_steps=30_000, buffer_size=100_000, learning_starts=200, batch_size=32,
+                       learning_rate=2.5e-3, train_frequency=32, gradient_steps=32, target_update=1, tau=0.01,
+                       epsilon_start=0.1, epsilon_end=0.1, stop_return=475.0)
+
+
+def smoke() -> TrainConfig:
+    """For tests: 4,000 steps of the cartpole preset (seconds); the greedy return climbs from about 10 to over 100."""
+    return dataclasses.replace(cartpole(), total_steps=4_000, eval_episodes=5, final_eval_episodes=5,
+                               checkpoint_every=2_000, stop_return=None)
 
 
 def pong() -> TrainConfig:
@@ -145,7 +151,8 @@ def pong() -> TrainConfig:
                        batch_size=32, learning_rate=1e-4, adam_epsilon=1.5e-4, max_grad_norm=None,
                        train_frequency=4, target_update=250, epsilon_end=0.01, epsilon_fraction=0.1,
                        double_dqn=False, eval_every=100_000, eval_episodes=3, final_eval_episodes=10,
-                       eval_epsilon=0.05, checkpoint_every=100_000, checkpoint_replay=False)
+                       eval_epsilon=0.05, checkpoint_every=100_000, checkpoint_replay=False,
+                       jit_compile=False)  # XLA gains nothing for convolutions on a CPU (DESIGN.md); try it on a GPU
 
 
 def breakout() -> TrainConfig:
@@ -238,20 +245,26 @@ def make_update(online: QNetwork, target: QNetwork, optimizer: keras.optimizers.
         if config.tau < 1:
             for t, o in zip(target_vars, online_vars):
                 t.assign(config.tau * o + (1.0 - config.tau) * t)
-        elif optimizer.iterations % config.target_update == 0:
-            for t, o in zip(target_vars, online_vars):
-                t.assign(o)
+        else:
+            def copy():
+                for t, o in zip(target_vars, online_vars):
+                    t.assign(o)
+                return tf.constant(True)
+            tf.cond(optimizer.iterations % config.target_update == 0, copy, lambda: tf.constant(False))
         taken = tf.gather(q_values, action, axis=-1, batch_dims=1)
         return loss, tf.reduce_mean(taken)
 
-    @tf.function(jit_compile=config.jit_compile)
+    # No autograph (its source conversion costs about 0.5 s per trace): the loop is a tf.while_loop.
+    @tf.function(jit_compile=config.jit_compile, autograph=False)
     def update(observation, action, reward, next_observation, terminated):
         steps = tf.shape(action)[0]
-        total_loss, total_q = tf.constant(0.0), tf.constant(0.0)
-        for k in tf.range(steps):
+
+        def body(k, total_loss, total_q):
             loss, q = gradient_step(observation[k], action[k], reward[k], next_observation[k], terminated[k])
-            total_loss += loss
-            total_q += q
+            return k + 1, total_loss + loss, total_q + q
+
+        _, total_loss, total_q = tf.while_loop(lambda k, *_: k < steps, body,
+                                               (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
         count = tf.cast(steps, tf.float32)
         # The new weights come back with the losses: reading them separately would cost a call each.
         return total_loss / count, total_q / count, [tf.identity(v) for v in online_vars]
