@@ -5,8 +5,11 @@ what tf-agents' `PolicySaver` writes, so that `SavedModelPyTFEagerPolicy(path,
 load_specs_from_pbtxt=True)` runs it unchanged:
 
 - the `action` signature, inputs `0/step_type`, `0/reward`, `0/discount`,
-  `0/observation`, output `action`; `get_initial_state(batch_size)` (no state: no
-  outputs); `get_train_step() -> int64`; `get_metadata()` (empty);
+  `0/observation`, output `action`; `get_initial_state(batch_size)`; `get_train_step()
+  -> int64`. PolicySaver gives a stateless policy's `get_initial_state` and its
+  `get_metadata` no outputs at all, which no session can run (TensorFlow Serving answers
+  "Must specify at least one target to fetch or execute"): ours returns an empty state
+  `state[batch_size, 0]`, and `get_metadata` is left to the saved object;
 - on the saved object, `action(time_step, policy_state=())` returning a
   `PolicyStep(action, state, info)`, `get_initial_state`, `get_train_step`,
   `get_metadata`, `train_step` and `model_variables`;
@@ -118,10 +121,9 @@ def write_policy(model: keras.Model, path: Path, signatures: dict, train_step: i
     }
     all_signatures.update({
         "action": action_signature.get_concrete_function(),
-        "get_initial_state": tf.function(lambda batch_size: {}).get_concrete_function(
+        "get_initial_state": tf.function(lambda batch_size: {"state": tf.zeros([batch_size, 0])}).get_concrete_function(
             tf.TensorSpec([], tf.int32, name="batch_size")),
         "get_train_step": tf.function(lambda: {"int64": root.train_step.read_value()}).get_concrete_function(),
-        "get_metadata": tf.function(lambda: {}).get_concrete_function(),
     })
     # The tf.Variables the functions capture, tracked on the root: the session-based loader
     # finds a variable only through the object graph (as keras.export.ExportArchive does).

@@ -71,7 +71,7 @@ def load_run(run_dir: Path) -> tuple[keras.Model, dict]:
     if latest is None:
         raise ExportError(f"{run_dir} has no checkpoint to export; train it first "
                           f"(the run directory must hold checkpoints/)")
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    tf.train.Checkpoint(**zoo.checkpointed(model)).restore(latest).expect_partial().assert_existing_objects_matched()
     info["checkpoint"] = latest
     return model, info
 

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+import zoo
 from training import plots
 from training.config import flat_dict, parse_config
 from training.envs import AtariOptions, discrete_actions, is_atari, make_env, make_vector_env, play_episodes
@@ -314,7 +315,8 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
                                       global_clipnorm=config.max_grad_norm)
     optimizer.build(online.trainable_variables)
     replay = ReplayMemory(config.buffer_size, model_config.observation_shape, model_config.observation_dtype)
-    checkpoint = tf.train.Checkpoint(model=online, target=target, optimizer=optimizer)
+    checkpoint = tf.train.Checkpoint(**zoo.checkpointed(online), target_variables=list(target.variables),
+                                     optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=2,
                                          step_counter=None)
     rng = np.random.default_rng(config.seed)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+import zoo
 from training.config import flat_dict, parse_config
 from training.data import ImageData, load_images
 from training.runtime import UserError, checkpoint_dir, is_chief, make_strategy, read_json, write_json
@@ -174,7 +175,7 @@ def train(config: RunOptions, run_dir: Path, family: Family, *, progress: bool =
         optimizer = keras.optimizers.Adam(config.learning_rate)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    checkpoint = tf.train.Checkpoint(**zoo.checkpointed(model), optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(run_dir, strategy), max_to_keep=3)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()

@@ -195,3 +195,14 @@ def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path):
     assert list(failed) == ["decode"] and "expected <= 0.01" in failed["decode"]
     result = run_module("-m", "export", "verify", str(version_dir))
     assert result.returncode == 1 and "decode: FAILED" in result.stdout
+
+
+@pytest.mark.parametrize("fixture", ["smoke_run", "pixelcnn_run", "dqn_run"])
+def test_load_run_restores_every_variable(fixture, request):
+    """Two rebuilds from the checkpoint are identical (fresh initialisations would differ)."""
+    run_dir = request.getfixturevalue(fixture)[0]
+    first, _ = load_run(run_dir)
+    second, _ = load_run(run_dir)
+    assert first.variables
+    for a, b in zip(first.variables, second.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

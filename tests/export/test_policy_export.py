@@ -1,0 +1,88 @@
+"""DQN policy exports: the server's loader, the model's own signatures, and tf-agents'
+SavedModelPyTFEagerPolicy playing an episode from them in its own environment."""
+import json
+import os
+import subprocess
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export.policy import POLICY_SPECS
+from export.savedmodel import load_run
+from export.verify import verify
+from tests.export.test_export import reference_check
+from tests.helpers import ROOT
+
+TF_AGENTS_PYTHON = ROOT / ".venv-tf-agents" / "bin" / "python"
+
+
+def greedy_returns(model, seeds):
+    """Our in-process greedy play: (returns, actions of the first episode)."""
+    env = gym.make("CartPole-v1")
+    returns, first_actions = [], []
+    for seed in seeds:
+        observation, _ = env.reset(seed=seed)
+        total, done = 0.0, False
+        while not done:
+            action = int(model.greedy_action(observation[None])[0])
+            if seed == seeds[0]:
+                first_actions.append(action)
+            observation, reward, terminated, truncated, _ = env.step(action)
+            total += reward
+            done = terminated or truncated
+        returns.append(total)
+    return returns, first_actions
+
+
+def test_dqn_export_loads_as_the_server_loads_it(dqn_export, dqn_run, tmp_path):
+    version_dir, results = verify(dqn_export)
+    assert {r.name for r in results} == {"serving_default", "q_values", "action", "get_initial_state",
+                                         "get_train_step"}
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    reference_ok, output = reference_check(version_dir, tmp_path)
+    assert reference_ok, output
+    card = json.loads((version_dir / "assets.extra" / "model_card.json").read_text())
+    assert card["family"] == "dqn" and card["train_steps"] == 4000
+    assert card["metrics"]["final_eval_return"] == dqn_run[1]["final_eval_return"]
+    assert (version_dir / POLICY_SPECS).exists()
+
+
+def test_dqn_signatures_match_the_trained_network(dqn_export, dqn_run):
+    model, _ = load_run(dqn_run[0])
+    observation = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(dqn_export))
+        default, action = meta.signature_def["serving_default"], meta.signature_def["action"]
+        q_values, greedy = session.run(
+            [default.outputs["q_values"].name, default.outputs["action"].name],
+            {default.inputs["observation"].name: observation})
+        tf_agents_action = session.run(action.outputs["action"].name, {
+            action.inputs["0/observation"].name: observation,
+            action.inputs["0/step_type"].name: np.ones(7, np.int32),
+            action.inputs["0/reward"].name: np.ones(7, np.float32),
+            action.inputs["0/discount"].name: np.ones(7, np.float32)})
+        train_step = session.run(meta.signature_def["get_train_step"].outputs["int64"].name)
+    np.testing.assert_allclose(q_values, model(observation).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(greedy, q_values.argmax(-1))
+    np.testing.assert_array_equal(tf_agents_action, greedy)
+    assert train_step == 4000
+
+
+@pytest.mark.skipif(not TF_AGENTS_PYTHON.exists(), reason="no .venv-tf-agents: `make test` creates it")
+def test_tf_agents_program_plays_our_policy(dqn_export, dqn_run):
+    """tf-agents 0.19 (its own environment, TF_USE_LEGACY_KERAS=1) loads the export with
+    SavedModelPyTFEagerPolicy and plays CartPole; it acts exactly as the trained network does."""
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([str(TF_AGENTS_PYTHON), str(ROOT / "tests" / "export" / "tf_agents_play.py"),
+                             str(dqn_export), "5"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    played = json.loads(result.stdout.strip().splitlines()[-1])
+    assert played["train_step"] == 4000
+    assert "int64" in played["action_spec"] and "maximum=1" in played["action_spec"]
+    model, _ = load_run(dqn_run[0])
+    returns, actions = greedy_returns(model, [5])
+    assert played["actions"] == actions
+    assert played["return"] == returns[0] > 30
