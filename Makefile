@@ -9,7 +9,7 @@ MODELS := models
 GRPC_PORT ?= 8500
 REST_PORT ?= 8501
 
-.PHONY: demo test venv tf-agents-venv clean
+.PHONY: demo test venv tf-agents-venv bench-venv clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ $(TFA_VENV)/.installed: requirements-tf-agents.txt $(VENV)/.installed
 	  "$$($(TFA_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/main-venv.pth"
 	$(TFA_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-tf-agents.txt
 	touch $@
+
+# the benchmarks' reference implementations: tf-agents, and SB3 with torch 2.13.0 (CPU, from this machine's disk)
+bench-venv: tf-agents-venv
+	$(TFA_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements.txt
 
 demo: venv
 	$(PY) -m training vae --preset demo --out $(RUN)

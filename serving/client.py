@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.errors import CODES, ServingError
-from serving.tensors import to_ndarray, to_proto
+from serving.tensors import DTYPES, to_ndarray, to_proto
 
 STATES = {v.number: v.name for v in get_model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values}
 
@@ -141,10 +141,13 @@ class Client:
 
     def act(self, model: str, observations, seed: int | Iterable[int] | None = None,
             signature: str = "serving_default") -> np.ndarray:
-        """Actions for a batch of observations; policies that sample get a seed per row."""
-        observations = np.asarray(observations, dtype=np.float32)
+        """Actions for a batch of observations (in the signature's dtype: float32 vectors, uint8
+        frames); policies that sample get a seed per row."""
+        names = self._input_names(model, signature)
+        dtype = DTYPES[names["observation"].dtype][0] if "observation" in names else np.float32
+        observations = np.asarray(observations, dtype=dtype)
         inputs = {"observation": observations}
-        if "seed" in self._input_names(model, signature):
+        if "seed" in names:
             seeds = np.arange(len(observations)) if seed is None else np.broadcast_to(seed, len(observations))
             inputs["seed"] = np.asarray(seeds, dtype=np.int64)
         return self.predict(model, inputs, signature=signature, output_filter=["action"])["action"]

@@ -123,3 +123,18 @@ def test_query_sample_and_complete_on_a_pixelcnn(start_server, pixelcnn_export, 
         completed = client.complete_images("pixelcnn", images, [10, 20], [1, 2])
         np.testing.assert_array_equal(completed[0, :10], images[0, :10])
         np.testing.assert_array_equal(completed[1, :20], images[1, :20])
+
+
+def test_query_play_runs_a_trained_dqn_through_the_server(start_server, dqn_export, dqn_run, tmp_path):
+    """The README's `query play --model cartpole_dqn --env CartPole-v1`, on the exported smoke run."""
+    from export.savedmodel import load_run
+    from tests.export.test_policy_export import greedy_returns
+
+    config = write_config(tmp_path / "models.config", {"cartpole_dqn": dqn_export.parent})
+    server = start_server(f"--model_config_file={config}", wait_for=("cartpole_dqn",), rest=False)
+    play = run_module("-m", "serving", "query", f"--server={server.target}", "play", "--model=cartpole_dqn",
+                      "--env=CartPole-v1", "--episodes=2", "--seed=3", timeout=300)
+    assert play.returncode == 0, play.stderr
+    served = [float(line.split()[3]) for line in play.stdout.splitlines() if line.startswith("episode ")]
+    model, _ = load_run(dqn_run[0])
+    assert served == greedy_returns(model, [3, 4])[0]  # the server plays exactly as the trained network
