@@ -239,6 +239,29 @@ def summarize(results: list[dict]) -> None:
                 print(f"median seconds to 475: {agent} / ours = {medians[agent] / medians['ours']:.1f}x")
 
 
+def plot(results: list[dict], path: Path) -> None:
+    """Greedy evaluation return against environment steps, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    colours = {"ours": "tab:blue", "tf_agents": "tab:orange", "sb3": "tab:green"}
+    for r in results:
+        steps = [EVAL_EVERY * (i + 1) for i in range(len(r["curve"]))]
+        ax.plot(steps, r["curve"], color=colours[r["agent"]], alpha=0.8,
+                label=r["agent"] if r["seed"] == min(x["seed"] for x in results) else None)
+    ax.axhline(SOLVED, color="grey", linestyle=":")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"greedy return ({EVAL_EPISODES} episodes)")
+    ax.set_title("DQN on CartPole-v1, seeds " + ", ".join(sorted({str(r["seed"]) for r in results})))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.savefig(path, bbox_inches="tight", dpi=80)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -246,6 +269,7 @@ def main() -> int:
     parser.add_argument("--run", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write every run's record here")
+    parser.add_argument("--plot", type=Path, help="also draw the learning curves here (PNG)")
     args = parser.parse_args()
     if args.run:  # a child process: one run, one JSON line
         sys.path.insert(0, str(ROOT))
@@ -267,6 +291,8 @@ def main() -> int:
     summarize(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if args.plot:
+        plot(results, args.plot)
     return 0
 
 
