@@ -71,7 +71,12 @@ def load_run(run_dir: Path) -> tuple[keras.Model, dict]:
     if latest is None:
         raise ExportError(f"{run_dir} has no checkpoint to export; train it first "
                           f"(the run directory must hold checkpoints/)")
-    tf.train.Checkpoint(**zoo.checkpointed(model)).restore(latest).expect_partial().assert_existing_objects_matched()
+    try:
+        tf.train.Checkpoint(**zoo.checkpointed(model)).restore(latest).expect_partial().assert_existing_objects_matched()
+    except AssertionError:
+        raise ExportError(f"{latest} does not hold this model's variables (checkpoints written before they "
+                          f"were listed as model_variables reach them only through the optimizer); "
+                          f"train the run again to export it") from None
     info["checkpoint"] = latest
     return model, info
 

@@ -206,3 +206,13 @@ def test_load_run_restores_every_variable(fixture, request):
     assert first.variables
     for a, b in zip(first.variables, second.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_a_checkpoint_without_the_models_variables_is_refused(smoke_run, tmp_path):
+    """A checkpoint of the model object alone (as written before model_variables) restores
+    nothing of layers kept in lists: export says so instead of exporting fresh weights."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    tf.train.Checkpoint(step=tf.Variable(1)).save(str(run_dir / "checkpoints" / "ckpt"))
+    with pytest.raises(ExportError, match="does not hold this model's variables"):
+        load_run(run_dir)
