@@ -1,0 +1,85 @@
+"""Policy-gradient losses with the arithmetic beside each assertion, the baseline's effect
+checked by Monte Carlo, and the policy network's distributions."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, discounted_returns, n_step_targets,
+                                 reinforce_baseline_loss, reinforce_loss)
+
+
+def test_returns_with_and_without_discount():
+    rewards = np.array([1.0, 2.0, 3.0])
+    done = np.array([0.0, 0.0, 1.0])
+    # gamma = 1 (the lectures' finite episodes): G = [1+2+3, 2+3, 3] = [6, 5, 3]
+    np.testing.assert_allclose(discounted_returns(rewards, done, 1.0), [6.0, 5.0, 3.0])
+    # gamma = 0.5: G_2 = 3; G_1 = 2 + 0.5*3 = 3.5; G_0 = 1 + 0.5*3.5 = 2.75
+    np.testing.assert_allclose(discounted_returns(rewards, done, 0.5), [2.75, 3.5, 3.0])
+
+
+def test_n_step_targets_cut_at_terminals_and_bootstrap_otherwise():
+    # one environment, 3 steps; the episode ends at t=1, a new one starts at t=2
+    rewards = np.array([[1.0], [1.0], [1.0]])
+    terminated = np.array([[0.0], [1.0], [0.0]])
+    values = np.array([[0.5], [0.5], [0.5]])
+    last_values = np.array([10.0])  # v(s_3), after the rollout
+    targets, advantages = n_step_targets(rewards, terminated, values, last_values, gamma=0.9)
+    # t=2: 1 + 0.9*10 = 10;  t=1: terminal, so 1 (no bootstrap across the end);  t=0: 1 + 0.9*1 = 1.9
+    np.testing.assert_allclose(targets[:, 0], [1.9, 1.0, 10.0], rtol=1e-6)
+    np.testing.assert_allclose(advantages[:, 0], [1.4, 0.5, 9.5], rtol=1e-6)
+
+
+def test_reinforce_and_baseline_losses():
+    log_probs = tf.constant([-1.0, -2.0])
+    returns = tf.constant([3.0, 1.0])
+    # -mean(log_prob * G) = -(-3 - 2) / 2 = 2.5
+    assert reinforce_loss(log_probs, returns).numpy() == pytest.approx(2.5)
+    values = tf.constant([1.0, 2.0])
+    terms = reinforce_baseline_loss(log_probs, returns, values, value_weight=0.5)
+    # advantages G - v = [2, -1]: policy = -(-1*2 + -2*-1)/2 = 0; value = ((2)^2 + (-1)^2)/2 = 2.5
+    assert terms["policy_loss"].numpy() == pytest.approx(0.0)
+    assert terms["value_loss"].numpy() == pytest.approx(2.5)
+    assert terms["loss"].numpy() == pytest.approx(1.25)
+    a2c = a2c_loss(log_probs, tf.constant([0.5, 0.7]), values, returns, value_weight=0.5, entropy_weight=0.1)
+    # as above, minus 0.1 * mean entropy 0.6 = 1.25 - 0.06
+    assert a2c["loss"].numpy() == pytest.approx(1.19)
+
+
+def test_baseline_keeps_the_gradient_expectation_and_lowers_its_variance():
+    """A two-armed bandit with a softmax policy: the score-function estimate
+    grad log pi(a) (r - b) for b = 0 and b = E[r] under pi, from 200,000 draws."""
+    rng = np.random.default_rng(0)
+    theta = np.array([0.3, -0.2])
+    pi = np.exp(theta) / np.exp(theta).sum()
+    mean_reward = np.array([1.0, 3.0])
+    n = 200_000
+    actions = rng.choice(2, size=n, p=pi)
+    rewards = mean_reward[actions] + rng.normal(size=n)
+    score = np.eye(2)[actions] - pi  # grad_theta log softmax(theta)[a] = onehot(a) - pi
+    exact = pi * (mean_reward - pi @ mean_reward)  # d/d theta_i of sum_a pi_a r_a
+    baseline = pi @ mean_reward
+    plain = score * rewards[:, None]
+    centred = score * (rewards - baseline)[:, None]
+    np.testing.assert_allclose(plain.mean(0), exact, atol=0.02)
+    np.testing.assert_allclose(centred.mean(0), exact, atol=0.01)
+    assert (centred.var(0) < 0.5 * plain.var(0)).all()
+
+
+@pytest.mark.parametrize("config", [PolicyConfig(), PolicyConfig(critic="none"), PolicyConfig(critic="shared"),
+                                    PolicyConfig(action_kind="continuous", num_actions=1, observation_shape=(3,))])
+def test_policy_network_gives_distributions_and_values(config):
+    network = PolicyNetwork(config)
+    observation = tf.random.stateless_normal((5, *config.observation_shape), [0, 1])
+    outputs = network(observation)
+    distribution = network.distribution(outputs)
+    actions = distribution.sample(seed=[1, 2])
+    assert distribution.log_prob(actions).shape == (5,)
+    assert distribution.entropy().shape == (5,)
+    if config.action_kind == "discrete":
+        assert actions.shape == (5,)
+        np.testing.assert_allclose(tf.reduce_sum(distribution.probs_parameter(), -1).numpy(), 1.0, rtol=1e-6)
+    else:
+        assert actions.shape == (5, 1)
+    assert ("value" in outputs) == (config.critic != "none")
+    if "value" in outputs:
+        assert outputs["value"].shape == (5,)

@@ -1,0 +1,143 @@
+"""Policy-gradient agents: REINFORCE (Williams, 1992), REINFORCE with a learned state-value
+baseline, and the advantage actor-critic (A2C; Mnih et al., 2016, synchronous).
+
+- `PolicyNetwork`: a Keras 3 model from observations to a TFP distribution over actions
+  (`tfd.Categorical` for discrete actions, a diagonal Gaussian for continuous ones) and,
+  when it has a critic, to a state value v(s); the critic has its own torso or shares the
+  policy's.
+- The losses are pure functions of tensors, written after the math:
+  `discounted_returns`, `reinforce_loss`, `reinforce_baseline_loss`, `n_step_targets`
+  and `a2c_loss`. Log-probabilities and entropies come from the distribution.
+
+The policy gradient theorem: grad J = E[grad log pi(a|s) (G - b(s))] for any baseline b that
+does not depend on the action; b = v(s) leaves the expectation alone and lowers the variance.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """Architecture of a policy (observation shape and actions are set from the environment)."""
+
+    observation_shape: tuple[int, ...] = (4,)
+    """Shape of one observation vector."""
+    action_kind: Literal["discrete", "continuous"] = "discrete"
+    """Categorical over actions, or a diagonal Gaussian over an action vector."""
+    num_actions: int = 2
+    """Number of discrete actions, or the dimension of a continuous action."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Widths of the tanh layers of each torso."""
+    critic: Literal["none", "separate", "shared"] = "separate"
+    """No value head (REINFORCE), a value network of its own, or a value head on the policy's torso."""
+
+    def __post_init__(self):
+        if self.num_actions < 1:
+            raise ValueError(f"num_actions must be at least 1, got {self.num_actions}")
+
+
+# ALGO LOGIC: returns, advantages and the three losses.
+
+
+def discounted_returns(rewards: np.ndarray, terminated: np.ndarray, gamma: float,
+                       bootstrap: np.ndarray | float = 0.0) -> np.ndarray:
+    """G_t = r_t + gamma (1 - terminated_t) G_{t+1}, backwards along axis 0 of [T, ...].
+
+    `bootstrap` stands for G_T after the last step (0 for whole episodes, v(s_T) for a
+    truncated piece); a terminal step cuts the sum there.
+    """
+    returns = np.zeros_like(rewards, dtype=np.float64)
+    following = np.asarray(bootstrap, dtype=np.float64)
+    for t in reversed(range(len(rewards))):
+        following = rewards[t] + gamma * (1.0 - terminated[t]) * following
+        returns[t] = following
+    return returns.astype(np.float32)
+
+
+def n_step_targets(rewards: np.ndarray, terminated: np.ndarray, values: np.ndarray, last_values: np.ndarray,
+                   gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """A2C's bootstrapped targets and advantages for a rollout [T, envs].
+
+    Target_t = r_t + gamma r_{t+1} + ... + gamma^{T-t} v(s_T), cut at the first terminal
+    step (no bootstrap across an episode's end); advantage_t = target_t - v(s_t).
+    """
+    targets = discounted_returns(rewards, terminated, gamma, bootstrap=last_values)
+    return targets, targets - values
+
+
+def reinforce_loss(log_probs: tf.Tensor, returns: tf.Tensor) -> tf.Tensor:
+    """-mean(log pi(a_t|s_t) G_t): its gradient is REINFORCE's estimate of -grad J."""
+    return -tf.reduce_mean(log_probs * tf.stop_gradient(returns))
+
+
+def reinforce_baseline_loss(log_probs: tf.Tensor, returns: tf.Tensor, values: tf.Tensor,
+                            value_weight: float = 0.5) -> dict[str, tf.Tensor]:
+    """Policy term -mean(log pi (G - v(s))) with the advantage held fixed, plus
+    value_weight * mean((G - v(s))^2) to fit the baseline."""
+    advantages = tf.stop_gradient(returns - values)
+    policy = -tf.reduce_mean(log_probs * advantages)
+    value = tf.reduce_mean(tf.square(tf.stop_gradient(returns) - values))
+    return {"loss": policy + value_weight * value, "policy_loss": policy, "value_loss": value}
+
+
+def a2c_loss(log_probs: tf.Tensor, entropy: tf.Tensor, values: tf.Tensor, targets: tf.Tensor,
+             value_weight: float = 0.5, entropy_weight: float = 0.01) -> dict[str, tf.Tensor]:
+    """-mean(log pi A) + value_weight mean((target - v)^2) - entropy_weight mean(H[pi]),
+    with A = target - v(s) held fixed in the policy term."""
+    advantages = tf.stop_gradient(targets - values)
+    policy = -tf.reduce_mean(log_probs * advantages)
+    value = tf.reduce_mean(tf.square(tf.stop_gradient(targets) - values))
+    bonus = tf.reduce_mean(entropy)
+    return {"loss": policy + value_weight * value - entropy_weight * bonus,
+            "policy_loss": policy, "value_loss": value, "entropy": bonus}
+
+
+def _torso(hidden: tuple[int, ...], name: str) -> keras.Sequential:
+    return keras.Sequential([keras.layers.Dense(w, activation="tanh") for w in hidden], name=name)
+
+
+class PolicyNetwork(keras.Model):
+    """Observations [b, d] -> a distribution over actions, and v(s) [b] when it has a critic."""
+
+    def __init__(self, config: PolicyConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.policy_torso = _torso(config.hidden, "policy_torso")
+        self.action_head = keras.layers.Dense(config.num_actions, name="action_head",
+                                              kernel_initializer=keras.initializers.Orthogonal(0.01))
+        if config.action_kind == "continuous":
+            self.log_stddev = self.add_weight(shape=(config.num_actions,), initializer="zeros", name="log_stddev")
+        if config.critic == "separate":
+            self.value_torso = _torso(config.hidden, "value_torso")
+        if config.critic != "none":
+            self.value_head = keras.layers.Dense(1, name="value_head")
+        self(tf.zeros((1, *config.observation_shape)))
+
+    def call(self, observation: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The distribution's parameters (logits, or mean and stddev) and the value, as tensors."""
+        features = self.policy_torso(observation)
+        outputs = {}
+        if self.config.action_kind == "discrete":
+            outputs["logits"] = self.action_head(features)
+        else:
+            outputs["mean"] = self.action_head(features)
+            outputs["stddev"] = tf.exp(self.log_stddev) * tf.ones_like(outputs["mean"])
+        if self.config.critic != "none":
+            value_features = self.value_torso(observation) if self.config.critic == "separate" else features
+            outputs["value"] = tf.squeeze(self.value_head(value_features), axis=-1)
+        return outputs
+
+    def distribution(self, outputs: dict[str, tf.Tensor]) -> tfd.Distribution:
+        """pi(.|s) from `call`'s outputs: Categorical, or a diagonal Normal (one event of num_actions)."""
+        if self.config.action_kind == "discrete":
+            return tfd.Categorical(logits=outputs["logits"])
+        return tfd.Independent(tfd.Normal(outputs["mean"], outputs["stddev"]), reinterpreted_batch_ndims=1)
