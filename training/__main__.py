@@ -4,7 +4,8 @@ import sys
 
 from quiet import quiet_tensorflow
 
-FAMILIES = {"vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn"}  # family -> module with main(argv)
+FAMILIES = {"vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn",
+            "reinforce": "training.pg", "reinforce_baseline": "training.pg", "a2c": "training.pg"}  # family -> module with main(argv)
 
 
 def main(argv: list[str]) -> int:
@@ -18,7 +19,10 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"{usage}\npython -m training: error: {problem}; expected one of: {known}\n")
         return 2
     quiet_tensorflow()
-    return importlib.import_module(FAMILIES[argv[0]]).main(argv[1:])
+    module = importlib.import_module(FAMILIES[argv[0]])
+    if hasattr(module, "ALGORITHMS"):  # one module, several algorithms
+        return module.main(argv[0], argv[1:])
+    return module.main(argv[1:])
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,364 @@
+"""Train policy-gradient agents on gymnasium environments.
+
+    python -m training reinforce --preset cartpole --out runs/reinforce
+    python -m training reinforce_baseline --preset cartpole --out runs/reinforce-baseline
+    python -m training a2c --preset cartpole --out runs/a2c
+
+Order of work: environments -> policy (and critic), optimizer -> loop (collect with the
+current policy -> returns or n-step targets -> one update -> evaluate) -> final greedy
+evaluation, metrics.json, learning curves.
+
+- REINFORCE (with or without a baseline) collects whole episodes from one environment,
+  `episodes_per_update` of them, and weights each log-probability by its return G_t (minus
+  v(s_t) with the baseline).
+- A2C steps `num_envs` environments together for `n_steps`, and bootstraps each target
+  with the critic: an episode's end cuts it, and a time limit adds gamma * v(last state).
+
+Acting runs in numpy on a snapshot of the weights that each update returns (one call into
+TensorFlow costs about 0.3 ms, a CartPole step 10 us).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Literal
+
+import gymnasium as gym
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from training import plots
+from training.config import flat_dict, parse_config
+from training.envs import make_env, play_episodes
+from training.loop import check_resumable
+from training.runtime import UserError, write_json
+from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, discounted_returns, reinforce_baseline_loss,
+                                 reinforce_loss)
+
+ALGORITHMS = ("reinforce", "reinforce_baseline", "a2c")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A policy-gradient run: environment, network, algorithm's settings, evaluation."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium environment id (discrete or continuous actions)."""
+    model: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    """Policy and critic (its fields are options too: --hidden=64,64, --critic=shared)."""
+    total_steps: int = 100_000
+    """Environment steps to train for (summed over the parallel environments)."""
+    gamma: float = 0.99
+    """Discount factor (1 suits finite episodes, as the lectures use)."""
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    max_grad_norm: float | None = 0.5
+    """Clip each update's gradient to this global norm (none: no clipping)."""
+    episodes_per_update: int = 2
+    """REINFORCE: whole episodes per update."""
+    normalize_returns: bool = True
+    """REINFORCE: scale each batch's returns to mean 0 and standard deviation 1."""
+    num_envs: int = 8
+    """A2C: environments stepped together."""
+    n_steps: int = 5
+    """A2C: steps per environment between updates (the bootstrap horizon)."""
+    value_weight: float = 0.5
+    """Weight of the critic's squared error in the loss."""
+    entropy_weight: float = 0.0
+    """A2C: weight of the entropy bonus."""
+    eval_every: int = 1_000
+    """Environment steps between greedy evaluations."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    final_eval_episodes: int = 20
+    """Episodes of the final evaluation (metrics.json)."""
+    stop_return: float | None = None
+    """Stop early once an evaluation reaches this mean return and the final evaluation confirms it."""
+    seed: int = 0
+    """Seed of initialisation, sampling and environment resets."""
+    jit_compile: bool = True
+    """Compile the update with XLA."""
+
+    def __post_init__(self):
+        for name in ("total_steps", "episodes_per_update", "num_envs", "n_steps", "eval_every",
+                     "eval_episodes", "final_eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+
+
+DERIVED = frozenset({"observation_shape", "action_kind", "num_actions"})  # from the environment
+
+
+def cartpole(algorithm: str) -> TrainConfig:
+    """CartPole-v1, each algorithm with the settings it was measured with (README)."""
+    if algorithm == "a2c":
+        return TrainConfig(learning_rate=7e-4, num_envs=8, n_steps=5, stop_return=475.0, total_steps=100_000)
+    critic = "separate" if algorithm == "reinforce_baseline" else "none"
+    return TrainConfig(model=PolicyConfig(critic=critic), learning_rate=3e-3, episodes_per_update=2,
+                       normalize_returns=algorithm == "reinforce", stop_return=475.0, total_steps=100_000)
+
+
+def smoke(algorithm: str) -> TrainConfig:
+    """For tests: a few seconds of CartPole."""
+    return dataclasses.replace(cartpole(algorithm), total_steps=5_000, eval_episodes=5, final_eval_episodes=5,
+                               stop_return=None)
+
+
+class NumpyPolicy:
+    """The policy (and critic) in numpy, from a {variable path: value} snapshot."""
+
+    def __init__(self, network: PolicyNetwork, weights: dict[str, np.ndarray]):
+        def dense(sequential):
+            return [(weights[layer.kernel.path], weights[layer.bias.path]) for layer in sequential.layers]
+
+        self.config = network.config
+        self.policy = dense(network.policy_torso) + dense(keras.Sequential([network.action_head]))
+        self.log_stddev = weights[network.log_stddev.path] if network.config.action_kind == "continuous" else None
+        self.value = None
+        if network.config.critic == "separate":
+            self.value = dense(network.value_torso) + dense(keras.Sequential([network.value_head]))
+        elif network.config.critic == "shared":
+            self.value = self.policy[:-1] + dense(keras.Sequential([network.value_head]))
+
+    @staticmethod
+    def _mlp(layers, x):
+        for kernel, bias in layers[:-1]:
+            x = np.tanh(x @ kernel + bias)
+        kernel, bias = layers[-1]
+        return x @ kernel + bias
+
+    def act(self, observation: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """Sampled actions (greedy ones when rng is None: the mode)."""
+        out = self._mlp(self.policy, np.asarray(observation, np.float32))
+        if self.config.action_kind == "continuous":
+            if rng is None:
+                return out
+            return out + np.exp(self.log_stddev) * rng.standard_normal(out.shape)
+        if rng is None:
+            return out.argmax(axis=-1)
+        # inverse-CDF sampling of the softmax
+        probabilities = np.exp(out - out.max(axis=-1, keepdims=True))
+        cumulative = np.cumsum(probabilities, axis=-1)
+        draws = rng.random((len(out), 1)) * cumulative[:, -1:]
+        return np.minimum((cumulative < draws).sum(axis=-1), out.shape[-1] - 1)
+
+    def values(self, observation: np.ndarray) -> np.ndarray:
+        return self._mlp(self.value, np.asarray(observation, np.float32))[:, 0]
+
+
+def make_update(network: PolicyNetwork, optimizer: keras.optimizers.Optimizer, algorithm: str,
+                config: TrainConfig):
+    """A tf.function (observations, actions, returns or targets, weights) -> loss terms and
+    the network's new weights; `weights` masks out steps that are not transitions."""
+    variables = network.trainable_variables
+
+    continuous = config.model.action_kind == "continuous"
+    # REINFORCE's batches vary in length: one trace for all of them, without XLA (which
+    # would compile again for every new length); A2C's rollouts have one shape.
+    signature = [tf.TensorSpec([None, *config.model.observation_shape], tf.float32),
+                 tf.TensorSpec([None, config.model.num_actions] if continuous else [None],
+                               tf.float32 if continuous else tf.int32),
+                 tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)]
+
+    # ALGO LOGIC: one gradient step on the algorithm's loss.
+    @tf.function(jit_compile=config.jit_compile and algorithm == "a2c", autograph=False, input_signature=signature)
+    def update(observation, action, target, mask):
+        with tf.GradientTape() as tape:
+            outputs = network(observation)
+            distribution = network.distribution(outputs)
+            log_probs = distribution.log_prob(action) * mask
+            if algorithm == "reinforce":
+                terms = {"loss": reinforce_loss(log_probs, target)}
+            elif algorithm == "reinforce_baseline":
+                terms = reinforce_baseline_loss(log_probs, target, outputs["value"] * mask, config.value_weight)
+            else:
+                terms = a2c_loss(log_probs, distribution.entropy() * mask, outputs["value"] * mask, target * mask,
+                                 config.value_weight, config.entropy_weight)
+        optimizer.apply(tape.gradient(terms["loss"], variables), variables)
+        return terms, {v.path: tf.identity(v) for v in variables}
+
+    return update
+
+
+def _space_config(env: gym.Env, config: TrainConfig, env_id: str) -> PolicyConfig:
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        kind, actions = "discrete", int(space.n)
+    elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        kind, actions = "continuous", int(space.shape[0])
+    else:
+        raise UserError(f"{env_id} has a {type(space).__name__} action space; expected Discrete or a 1-D Box")
+    if len(env.observation_space.shape) != 1:
+        raise UserError(f"{env_id} has observations of shape {env.observation_space.shape}; expected vectors")
+    return dataclasses.replace(config.model, observation_shape=tuple(env.observation_space.shape),
+                               action_kind=kind, num_actions=actions)
+
+
+def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
+    """Train a policy-gradient agent into `run_dir`; return the final metrics (also in metrics.json)."""
+    if algorithm not in ALGORITHMS:
+        raise UserError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+    keras.utils.set_random_seed(config.seed)
+    eval_env = make_env(config.env, training=False)
+    model_config = _space_config(eval_env, config, config.env)
+    if algorithm != "reinforce" and model_config.critic == "none":
+        raise UserError(f"{algorithm} needs a critic; use --critic=separate or --critic=shared")
+    config = dataclasses.replace(config, model=model_config)
+    check_resumable(run_dir, config)
+    threshold = eval_env.spec.reward_threshold if eval_env.spec else None
+    write_json(run_dir / "config.json", {"algorithm": algorithm, **flat_dict(config)})
+    write_json(run_dir / "model.json", {"family": "policy_gradient", "algorithm": algorithm,
+                                        "config": dataclasses.asdict(model_config)})
+
+    network = PolicyNetwork(model_config)
+    optimizer = keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.max_grad_norm)
+    optimizer.build(network.trainable_variables)
+    update = make_update(network, optimizer, algorithm, dataclasses.replace(config, model=model_config))
+    policy = NumpyPolicy(network, {v.path: v.numpy() for v in network.trainable_variables})
+    rng = np.random.default_rng(config.seed)
+    low, high = (eval_env.action_space.low, eval_env.action_space.high) if model_config.action_kind == "continuous" \
+        else (None, None)
+
+    def to_env(action):
+        return np.clip(action, low, high) if low is not None else action
+
+    def evaluate(episodes: int, seed: int) -> list[float]:
+        return play_episodes(eval_env, lambda o: to_env(policy.act(o, None)), episodes, seed)
+
+    checkpoint = tf.train.Checkpoint(model=network, model_variables=list(network.variables), optimizer=optimizer)
+    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+    history, episode_returns, step, final, terms = [], [], 0, None, {}
+    train_seconds, started = 0.0, time.perf_counter()
+    bar = tqdm(total=config.total_steps, unit="step", disable=not progress, dynamic_ncols=True,
+               desc=f"{algorithm} {config.env}")
+
+    if algorithm == "a2c":
+        envs = gym.vector.SyncVectorEnv([lambda: make_env(config.env)] * config.num_envs)
+        observation, _ = envs.reset(seed=config.seed)
+        just_reset = np.zeros(config.num_envs, bool)
+    else:
+        env = make_env(config.env)
+        episode_seed = config.seed
+
+    while step < config.total_steps:
+        previous = step
+        # ALGO LOGIC: collect with the current policy, compute the targets.
+        if algorithm == "a2c":
+            shape = (config.n_steps, config.num_envs)
+            observations = np.zeros((*shape, *model_config.observation_shape), np.float32)
+            actions = np.zeros((*shape, model_config.num_actions) if model_config.action_kind == "continuous"
+                               else shape, np.float32 if model_config.action_kind == "continuous" else np.int32)
+            rewards, cut, mask = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+            for t in range(config.n_steps):
+                action = policy.act(observation, rng)
+                next_observation, reward, terminated, truncated, info = envs.step(to_env(action))
+                observations[t], actions[t], mask[t] = observation, action, ~just_reset
+                rewards[t] = reward
+                if truncated.any():  # a time limit is no end: bootstrap from the last state
+                    rewards[t] += config.gamma * truncated * policy.values(next_observation)
+                cut[t] = terminated | truncated | just_reset
+                if "_episode" in info:
+                    episode_returns.extend(info["episode"]["r"][info["_episode"]].tolist())
+                just_reset = terminated | truncated
+                observation = next_observation
+            step += config.n_steps * config.num_envs
+            # n-step targets, bootstrapped from v(s) after the rollout; an episode's end cuts
+            # the sum (a step that only reset an environment is masked out of the loss)
+            targets = discounted_returns(rewards, cut, config.gamma, bootstrap=policy.values(observation))
+            batch = (observations.reshape(-1, *model_config.observation_shape), actions.reshape(-1, *actions.shape[2:]),
+                     targets.reshape(-1), mask.reshape(-1))
+        else:
+            episodes = []
+            for _ in range(config.episodes_per_update):
+                observation, _ = env.reset(seed=episode_seed)
+                episode_seed += 1
+                obs_list, act_list, rew_list = [], [], []
+                done = False
+                while not done:
+                    action = policy.act(observation[None], rng)[0]
+                    next_observation, reward, terminated, truncated, info = env.step(to_env(action))
+                    obs_list.append(observation)
+                    act_list.append(action)
+                    rew_list.append(reward)
+                    observation, done = next_observation, terminated or truncated
+                episode_returns.append(float(info["episode"]["r"]))
+                rewards = np.asarray(rew_list, np.float32)
+                returns = discounted_returns(rewards, np.zeros_like(rewards), config.gamma)
+                episodes.append((np.asarray(obs_list, np.float32), np.asarray(act_list), returns))
+            step += sum(len(e[2]) for e in episodes)
+            returns = np.concatenate([e[2] for e in episodes])
+            if config.normalize_returns:
+                returns = (returns - returns.mean()) / (returns.std() + 1e-8)
+            batch = (np.concatenate([e[0] for e in episodes]),
+                     np.concatenate([e[1] for e in episodes]).astype(np.float32 if model_config.action_kind == "continuous"
+                                                                     else np.int32),
+                     returns.astype(np.float32), np.ones(len(returns), np.float32))
+        bar.update(step - previous)
+
+        # ALGO LOGIC: one update; act with its new weights.
+        terms, weights = update(*batch)
+        policy = NumpyPolicy(network, {path: w.numpy() for path, w in weights.items()})
+
+        if step // config.eval_every > previous // config.eval_every or step >= config.total_steps:
+            train_seconds += time.perf_counter() - started
+            returns_ = evaluate(config.eval_episodes, config.seed + 10_000)
+            record = {"step": step, "train_seconds": train_seconds, "eval_return": float(np.mean(returns_)),
+                      "train_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
+                      **{name: float(value) for name, value in terms.items()}}
+            history.append(record)
+            with writer.as_default(step=step):
+                for name, value in record.items():
+                    if name != "step" and value is not None:
+                        tf.summary.scalar(name, value)
+            bar.set_postfix(eval=f"{record['eval_return']:.1f}")
+            if config.stop_return is not None and record["eval_return"] >= config.stop_return:
+                final = evaluate(config.final_eval_episodes, config.seed + 20_000)
+                record["confirm_return"] = float(np.mean(final))
+                if record["confirm_return"] >= config.stop_return:
+                    break
+            final = None
+            started = time.perf_counter()
+    bar.close()
+
+    if final is None:
+        final = evaluate(config.final_eval_episodes, config.seed + 20_000)
+    checkpoint.save(str(run_dir / "checkpoints" / "ckpt"))
+    solved = next((r for r in history if threshold is not None and r["eval_return"] >= threshold), None)
+    metrics = {
+        "algorithm": algorithm, "env": config.env, "steps": step, "train_seconds": train_seconds,
+        "steps_per_second": step / train_seconds if train_seconds else None, "stopped_early": step < config.total_steps,
+        "final_eval_return": float(np.mean(final)), "final_eval_episodes": len(final),
+        "reward_threshold": threshold, "first_solved_step": solved and solved["step"],
+        "first_solved_seconds": solved and solved["train_seconds"],
+        "best_eval_return": max(r["eval_return"] for r in history), "training_episodes": len(episode_returns),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "history.json", history)
+    plots.learning_curves(history, ["eval_return", "train_return"], run_dir / "learning_curves.png",
+                          f"{algorithm} on {config.env}: greedy evaluation over {config.eval_episodes} episodes")
+    writer.flush()
+    return metrics
+
+
+def main(algorithm: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m training {algorithm}",
+                                     description=f"Train a {algorithm} agent on a gymnasium environment.")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    presets = {"cartpole": lambda: cartpole(algorithm), "smoke": lambda: smoke(algorithm)}
+    config, args = parse_config(argv, parser, presets, "cartpole", hidden=DERIVED)
+    try:
+        metrics = train(algorithm, config, args.out, progress=not args.no_progress)
+    except UserError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(f"final greedy return {metrics['final_eval_return']:.1f} over {metrics['final_eval_episodes']} episodes; "
+          f"{metrics['steps']} steps in {metrics['train_seconds']:.1f} s of training")
+    return 0
