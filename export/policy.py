@@ -63,13 +63,14 @@ def _spec_value(name: str, shape: list[int], dtype: tf.DType, bounds: tuple | No
     return value
 
 
-def policy_specs(observation: tf.TensorSpec, num_actions: int) -> struct_pb2.StructuredValue:
-    """The StructuredValue PolicySaver writes to policy_specs.pbtxt (unbatched specs)."""
+def policy_specs(observation: tf.TensorSpec, action: tuple) -> struct_pb2.StructuredValue:
+    """The StructuredValue PolicySaver writes to policy_specs.pbtxt (unbatched specs);
+    `action` is (shape, dtype, minimum, maximum), the model's `action_spec()`."""
     observation_shape = observation.shape.as_list()[1:]
     fields = {
         "step_type": _spec_value("step_type", [], tf.int32),
         "observation": _spec_value("observation", observation_shape, observation.dtype),
-        "action": _spec_value("action", [], tf.int64, (0, num_actions - 1)),
+        "action": _spec_value("action", list(action[0]), action[1], (action[2], action[3])),
         "policy_info": struct_pb2.StructuredValue(tuple_value=struct_pb2.TupleValue()),
         "next_step_type": _spec_value("step_type", [], tf.int32),
         "reward": _spec_value("reward", [], tf.float32),
@@ -88,10 +89,10 @@ def policy_specs(observation: tf.TensorSpec, num_actions: int) -> struct_pb2.Str
 def write_policy(model: keras.Model, path: Path, signatures: dict, train_step: int) -> None:
     """Save `model` at `path` with its `signatures` plus the tf-agents policy layout.
 
-    The model gives `greedy_action(observation[b, ...]) -> int64 [b]` (what tf-agents'
-    `action` runs), `observation_spec()` and `config.num_actions`.
+    The model gives `greedy_action(observation[b, ...]) -> action[b, ...]` (what tf-agents'
+    `action` runs), `observation_spec()` and `action_spec()`: (shape, dtype, minimum, maximum).
     """
-    observation, num_actions = model.observation_spec(), model.config.num_actions
+    observation, action_spec = model.observation_spec(), model.action_spec()
     root = tf.Module()
     root.model_variables = list(model.variables)
     root.train_step = tf.Variable(train_step, dtype=tf.int64, trainable=False, name="train_step")
@@ -130,4 +131,4 @@ def write_policy(model: keras.Model, path: Path, signatures: dict, train_step: i
     captured = {id(v): v for f in [*all_signatures.values(), *action_functions] for v in f.variables}
     root.captured_variables = list(captured.values())
     tf.saved_model.save(root, str(path), signatures=all_signatures)
-    (path / POLICY_SPECS).write_text(text_format.MessageToString(policy_specs(observation, num_actions)))
+    (path / POLICY_SPECS).write_text(text_format.MessageToString(policy_specs(observation, action_spec)))

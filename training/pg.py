@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+import zoo
 from training import plots
 from training.config import flat_dict, parse_config
 from training.envs import make_env, play_episodes
@@ -94,7 +95,7 @@ class TrainConfig:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
 
 
-DERIVED = frozenset({"observation_shape", "action_kind", "num_actions"})  # from the environment
+DERIVED = frozenset({"observation_shape", "action_kind", "num_actions", "action_low", "action_high"})  # from the environment
 
 
 def cartpole(algorithm: str) -> TrainConfig:
@@ -198,8 +199,11 @@ def _space_config(env: gym.Env, config: TrainConfig, env_id: str) -> PolicyConfi
         raise UserError(f"{env_id} has a {type(space).__name__} action space; expected Discrete or a 1-D Box")
     if len(env.observation_space.shape) != 1:
         raise UserError(f"{env_id} has observations of shape {env.observation_space.shape}; expected vectors")
+    bounds = {}
+    if kind == "continuous":
+        bounds = {"action_low": float(np.min(space.low)), "action_high": float(np.max(space.high))}
     return dataclasses.replace(config.model, observation_shape=tuple(env.observation_space.shape),
-                               action_kind=kind, num_actions=actions)
+                               action_kind=kind, num_actions=actions, **bounds)
 
 
 def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
@@ -233,7 +237,7 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
     def evaluate(episodes: int, seed: int) -> list[float]:
         return play_episodes(eval_env, lambda o: to_env(policy.act(o, None)), episodes, seed)
 
-    checkpoint = tf.train.Checkpoint(model=network, model_variables=list(network.variables), optimizer=optimizer)
+    checkpoint = tf.train.Checkpoint(**zoo.checkpointed(network), optimizer=optimizer)
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
     history, episode_returns, step, final, terms = [], [], 0, None, {}
     train_seconds, started = 0.0, time.perf_counter()

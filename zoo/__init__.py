@@ -2,6 +2,7 @@
 so a run directory that names its family can be rebuilt by `export` without `training`."""
 from zoo.dqn import DQNConfig, QNetwork
 from zoo.pixelcnn import PixelCNN, PixelCNNConfig
+from zoo.policy_gradient import PolicyConfig, PolicyNetwork
 from zoo.vae import VAE, VAEConfig
 
 
@@ -16,4 +17,4 @@ def checkpointed(model) -> dict:
 
 
 FAMILIES = {"vae": (VAEConfig, VAE), "pixelcnn": (PixelCNNConfig, PixelCNN),
-            "dqn": (DQNConfig, QNetwork)}
+            "dqn": (DQNConfig, QNetwork), "policy_gradient": (PolicyConfig, PolicyNetwork)}

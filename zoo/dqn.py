@@ -150,6 +150,10 @@ class QNetwork(keras.Model):
     def observation_spec(self, name: str = "observation") -> tf.TensorSpec:
         return tf.TensorSpec([None, *self.config.observation_shape], self.config.observation_dtype, name=name)
 
+    def action_spec(self) -> tuple:
+        """(shape, dtype, minimum, maximum) of one action, for tf-agents' policy specs."""
+        return (), tf.int64, 0, self.config.num_actions - 1
+
     def checked_observation(self, observation: tf.Tensor) -> tf.Tensor:
         return tf.ensure_shape(observation, [None, *self.config.observation_shape])
 

@@ -15,7 +15,7 @@ does not depend on the action; b = v(s) leaves the expectation alone and lowers 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Callable, Literal
 
 import keras
 import numpy as np
@@ -23,6 +23,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 tfd = tfp.distributions
+
+Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,10 @@ class PolicyConfig:
     """Widths of the tanh layers of each torso."""
     critic: Literal["none", "separate", "shared"] = "separate"
     """No value head (REINFORCE), a value network of its own, or a value head on the policy's torso."""
+    action_low: float = -1.0
+    """Continuous actions: the smallest value of each component (actions are clipped to it)."""
+    action_high: float = 1.0
+    """Continuous actions: the largest value of each component."""
 
     def __post_init__(self):
         if self.num_actions < 1:
@@ -141,3 +147,88 @@ class PolicyNetwork(keras.Model):
         if self.config.action_kind == "discrete":
             return tfd.Categorical(logits=outputs["logits"])
         return tfd.Independent(tfd.Normal(outputs["mean"], outputs["stddev"]), reinterpreted_batch_ndims=1)
+
+    # Serving: sampled and greedy actions, the distribution's parameters, the value.
+
+    def observation_spec(self, name: str = "observation") -> tf.TensorSpec:
+        return tf.TensorSpec([None, *self.config.observation_shape], tf.float32, name=name)
+
+    def action_spec(self) -> tuple:
+        """(shape, dtype, minimum, maximum) of one action, for tf-agents' policy specs."""
+        if self.config.action_kind == "discrete":
+            return (), tf.int64, 0, self.config.num_actions - 1
+        return (self.config.num_actions,), tf.float32, self.config.action_low, self.config.action_high
+
+    def _to_action(self, action: tf.Tensor) -> tf.Tensor:
+        if self.config.action_kind == "discrete":
+            return tf.cast(action, tf.int64)
+        return tf.clip_by_value(action, self.config.action_low, self.config.action_high)
+
+    def greedy_action(self, observation: tf.Tensor) -> tf.Tensor:
+        """The distribution's mode: argmax of the logits, or the Gaussian's mean (clipped)."""
+        outputs = self(observation)
+        if self.config.action_kind == "discrete":
+            return tf.argmax(outputs["logits"], axis=-1, output_type=tf.int64)
+        return self._to_action(outputs["mean"])
+
+    def sample_action(self, observation: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """One action per row drawn from pi(.|s), reproducibly from that row's int64 seed.
+
+        The noise of each row comes from its own stateless draw (Gumbel noise added to the
+        logits for a categorical, a standard normal for a Gaussian), so a row's action
+        depends on its observation and seed only, not on the rest of the batch.
+        """
+        outputs = self(observation)
+        width = self.config.num_actions
+        if self.config.action_kind == "discrete":
+            uniform = tf.map_fn(lambda s: tf.random.stateless_uniform(
+                [width], tf.stack([s, 0]), minval=1e-20, maxval=1.0), seed, fn_output_signature=tf.float32)
+            gumbel = -tf.math.log(-tf.math.log(uniform))
+            return tf.argmax(outputs["logits"] + gumbel, axis=-1, output_type=tf.int64)
+        noise = tf.map_fn(lambda s: tf.random.stateless_normal([width], tf.stack([s, 0])), seed,
+                          fn_output_signature=tf.float32)
+        return self._to_action(outputs["mean"] + outputs["stddev"] * noise)
+
+    def serving_signatures(self) -> dict[str, Signature]:
+        """Signature name -> (function, input specs)."""
+        shape = self.config.observation_shape
+        observation_spec = [self.observation_spec()]
+
+        def checked(observation):
+            return tf.ensure_shape(observation, [None, *shape])
+
+        def sampled(observation, seed):
+            return {"action": self.sample_action(checked(observation), tf.ensure_shape(seed, [None]))}
+
+        def greedy(observation):
+            return {"action": self.greedy_action(checked(observation))}
+
+        def parameters(observation):
+            outputs = self(checked(observation))
+            if self.config.action_kind == "discrete":
+                return {"probabilities": tf.nn.softmax(outputs["logits"])}
+            return {"mean": outputs["mean"], "stddev": outputs["stddev"]}
+
+        signatures = {
+            "serving_default": (sampled, [*observation_spec, tf.TensorSpec([None], tf.int64, name="seed")]),
+            "greedy": (greedy, observation_spec),
+            "probabilities" if self.config.action_kind == "discrete" else "distribution": (parameters, observation_spec),
+        }
+        if self.config.critic != "none":
+            signatures["value"] = (lambda observation: {"value": self(checked(observation))["value"]}, observation_spec)
+        return signatures
+
+    def signature_expectations(self) -> dict[str, dict[str, dict]]:
+        """Output shapes (-1 = batch) and value ranges per signature, for the model card."""
+        width = self.config.num_actions
+        if self.config.action_kind == "discrete":
+            action = {"shape": [-1], "min": 0, "max": width - 1}
+            parameters = {"probabilities": {"shape": [-1, width], "min": 0.0, "max": 1.0}}
+        else:
+            action = {"shape": [-1, width], "min": self.config.action_low, "max": self.config.action_high}
+            parameters = {"mean": {"shape": [-1, width]}, "stddev": {"shape": [-1, width], "min": 0.0}}
+        expectations = {"serving_default": {"action": action}, "greedy": {"action": action}, "action": {"action": action},
+                        "probabilities" if self.config.action_kind == "discrete" else "distribution": parameters}
+        if self.config.critic != "none":
+            expectations["value"] = {"value": {"shape": [-1]}}
+        return expectations

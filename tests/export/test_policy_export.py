@@ -86,3 +86,67 @@ def test_tf_agents_program_plays_our_policy(dqn_export, dqn_run):
     returns, actions = greedy_returns(model, [5])
     assert played["actions"] == actions
     assert played["return"] == returns[0] > 30
+
+
+@pytest.fixture(scope="module")
+def pg_export(tmp_path_factory):
+    """A REINFORCE-with-baseline smoke run on CartPole, exported: (run_dir, version_dir)."""
+    from export.savedmodel import export_run
+    from training import pg
+
+    run_dir = tmp_path_factory.mktemp("pg") / "run"
+    pg.train("reinforce_baseline", pg.smoke("reinforce_baseline"), run_dir, progress=False)
+    return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pg-models"), "cartpole_pg")
+
+
+def _session_run(version_dir, signature_name, inputs):
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(version_dir))
+        signature = meta.signature_def[signature_name]
+        aliases = sorted(signature.outputs)
+        values = session.run([signature.outputs[a].name for a in aliases],
+                             {signature.inputs[k].name: v for k, v in inputs.items()})
+    return dict(zip(aliases, values))
+
+
+def test_policy_gradient_export_samples_per_seed_and_acts_greedily(pg_export, tmp_path):
+    run_dir, version_dir = pg_export
+    _, results = verify(version_dir)
+    assert {r.name for r in results} == {"serving_default", "greedy", "probabilities", "value", "action",
+                                         "get_initial_state", "get_train_step"}
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    reference_ok, output = reference_check(version_dir, tmp_path)
+    assert reference_ok, output
+
+    model, _ = load_run(run_dir)
+    observation = np.random.default_rng(0).normal(scale=0.1, size=(6, 4)).astype(np.float32)
+    seeds = np.arange(6, dtype=np.int64)
+    first = _session_run(version_dir, "serving_default", {"observation": observation, "seed": seeds})["action"]
+    again = _session_run(version_dir, "serving_default", {"observation": observation[::-1], "seed": seeds[::-1]})
+    np.testing.assert_array_equal(first, again["action"][::-1])  # a row's action depends on its seed, not the batch
+    probabilities = _session_run(version_dir, "probabilities", {"observation": observation})["probabilities"]
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probabilities, tf.nn.softmax(model(observation)["logits"]).numpy(), rtol=1e-5)
+    greedy = _session_run(version_dir, "greedy", {"observation": observation})["action"]
+    np.testing.assert_array_equal(greedy, probabilities.argmax(-1))
+    value = _session_run(version_dir, "value", {"observation": observation})["value"]
+    np.testing.assert_allclose(value, model(observation)["value"].numpy(), rtol=1e-5)
+
+    # many seeds on one observation: the sampled actions follow the probabilities
+    many = _session_run(version_dir, "serving_default", {"observation": np.repeat(observation[:1], 4000, 0),
+                                                         "seed": np.arange(4000, dtype=np.int64)})["action"]
+    assert abs(many.mean() - probabilities[0, 1]) < 0.03
+
+
+@pytest.mark.skipif(not TF_AGENTS_PYTHON.exists(), reason="no .venv-tf-agents: `make test` creates it")
+def test_tf_agents_program_plays_a_policy_gradient_export(pg_export):
+    run_dir, version_dir = pg_export
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([str(TF_AGENTS_PYTHON), str(ROOT / "tests" / "export" / "tf_agents_play.py"),
+                             str(version_dir), "7"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    played = json.loads(result.stdout.strip().splitlines()[-1])
+    model, _ = load_run(run_dir)
+    returns, actions = greedy_returns(model, [7])
+    assert played["actions"] == actions and played["return"] == returns[0]
