@@ -62,9 +62,22 @@ def make_env(env_id: str, atari: AtariOptions = AtariOptions(), *, training: boo
     return env
 
 
-def make_vector_env(env_id: str, num_envs: int, atari: AtariOptions = AtariOptions()) -> gym.vector.VectorEnv:
+def make_vector_env(env_id: str, num_envs: int, atari: AtariOptions = AtariOptions(), *,
+                    native: bool = False) -> gym.vector.VectorEnv:
     """`num_envs` copies stepped together; an episode that ends is reset on the next step
-    (gymnasium's default next-step autoreset: that step's action is ignored)."""
+    (gymnasium's default next-step autoreset: that step's action is ignored).
+
+    `native` takes the environment's own numpy-vectorized version where it has one
+    (CartPole: about 9 us per environment step for 8 copies, against about 30 us for a
+    SyncVectorEnv of wrapped copies); episode returns are recorded either way.
+    """
+    if native and not is_atari(env_id):
+        try:
+            envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
+        except (gym.error.Error, ValueError):
+            pass
+        else:
+            return gym.wrappers.vector.RecordEpisodeStatistics(envs)
     return gym.vector.SyncVectorEnv([lambda: make_env(env_id, atari)] * num_envs)
 
 
