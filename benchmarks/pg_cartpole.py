@@ -1,0 +1,144 @@
+"""Policy gradients on CartPole-v1: ours against tf-agents' ReinforceAgent and Stable-Baselines3's A2C, seeds 0, 1, 2.
+
+    make bench-venv
+    .venv/bin/python benchmarks/pg_cartpole.py [--seeds 0,1,2] [--agents ...] [--json F] [--plot F.png]
+
+The evaluation protocol is benchmarks/cartpole_runs.py's (10 greedy episodes every 1,000
+environment steps, clock paused; the first step at 475, its training seconds, steps per
+second, and the final 20-episode greedy average).
+
+- ours: `python -m training reinforce|reinforce_baseline|a2c --preset cartpole` (each
+  stops once 475 is reached and confirmed over 20 fresh episodes).
+- tf-agents 0.19 `ReinforceAgent` with its REINFORCE tutorial's settings:
+  ActorDistributionNetwork (100,), Adam 1e-3, normalised returns, 2 episodes per
+  iteration gathered by an episode driver into a TFUniformReplayBuffer, 250 iterations.
+- SB3 2.9 A2C with RL-Zoo's CartPole-v1 hyperparameters (8 environments, entropy 0; the
+  defaults otherwise: RMSprop 7e-4, 5 steps), 100,000 steps, one torch thread.
+
+Ratios: tf-agents REINFORCE against our REINFORCE with baseline, SB3's A2C against ours.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cartpole_runs import EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES, Clock, main, ours, tf_agents_cartpole  # noqa: E402
+
+
+def run_ours(algorithm: str, seed: int) -> dict:
+    from training import pg
+
+    run_dir = Path(f"/tmp/pg-benchmark-{algorithm}-{seed}-{os.getpid()}")
+    config = dataclasses.replace(pg.cartpole(algorithm), seed=seed, eval_every=EVAL_EVERY,
+                                 eval_episodes=EVAL_EPISODES, final_eval_episodes=FINAL_EPISODES)
+    pg.train(algorithm, config, run_dir, progress=False)
+    return ours(f"ours_{algorithm}", run_dir, seed)
+
+
+def _let_tf_agents_count_actions_under_numpy_2() -> None:
+    """tf-agents 0.19's CategoricalProjectionNetwork calls int() on np.unique(...), a
+    one-element array, which numpy 2.4 refuses; give that module a numpy whose unique()
+    returns an array that int() accepts (the arithmetic is unchanged)."""
+    import types
+
+    import numpy as np
+    from tf_agents.networks import categorical_projection_network
+
+    class Countable(np.ndarray):
+        def __int__(self):
+            return int(self.reshape(-1)[0])
+
+    shim = types.ModuleType("numpy_for_tf_agents")
+    shim.__dict__.update({name: getattr(np, name) for name in dir(np) if not name.startswith("__")})
+    shim.unique = lambda values, *args, **kwargs: np.unique(values, *args, **kwargs).view(Countable)
+    categorical_projection_network.np = shim
+
+
+def run_tf_agents(seed: int) -> dict:
+    import tensorflow as tf
+    from tf_agents.agents.reinforce import reinforce_agent
+    from tf_agents.drivers import dynamic_episode_driver
+    from tf_agents.networks import actor_distribution_network
+    from tf_agents.replay_buffers import tf_uniform_replay_buffer
+    from tf_agents.utils import common
+
+    _let_tf_agents_count_actions_under_numpy_2()
+    tf.random.set_seed(seed)
+    train_env = tf_agents_cartpole(seed)
+    actor_net = actor_distribution_network.ActorDistributionNetwork(
+        train_env.observation_spec(), train_env.action_spec(), fc_layer_params=(100,))
+    agent = reinforce_agent.ReinforceAgent(
+        train_env.time_step_spec(), train_env.action_spec(), actor_network=actor_net,
+        optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3), normalize_returns=True,
+        train_step_counter=tf.Variable(0, dtype=tf.int64))
+    agent.initialize()
+    replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+        data_spec=agent.collect_data_spec, batch_size=train_env.batch_size, max_length=2000)
+    steps = tf.Variable(0, dtype=tf.int64)
+
+    def count(trajectory):
+        return steps.assign_add(tf.reduce_sum(tf.cast(~trajectory.is_boundary(), tf.int64)))
+
+    driver = dynamic_episode_driver.DynamicEpisodeDriver(
+        train_env, agent.collect_policy, observers=[replay_buffer.add_batch, count], num_episodes=2)
+    driver.run = common.function(driver.run)
+    agent.train = common.function(agent.train)
+
+    greedy = tf.function(lambda observation: tf.argmax(
+        actor_net(observation, step_type=None, network_state=())[0].logits_parameter(), axis=-1))
+    clock = Clock(lambda observation: greedy(observation).numpy(), seed)
+    next_eval = EVAL_EVERY
+    for _ in range(250):
+        driver.run()
+        agent.train(replay_buffer.gather_all())
+        replay_buffer.clear()
+        while int(steps.numpy()) >= next_eval:
+            clock.evaluate(next_eval)
+            next_eval += EVAL_EVERY
+    clock.train_seconds += time.perf_counter() - clock.started
+    return clock.result("tf_agents", int(steps.numpy()))
+
+
+def run_sb3(seed: int) -> dict:
+    import torch
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)
+    model = A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), ent_coef=0.0, seed=seed,
+                device="cpu", verbose=0)
+    clock = Clock(lambda observation: model.predict(observation, deterministic=True)[0], seed)
+
+    class Evaluate(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.next_eval = EVAL_EVERY
+
+        def _on_step(self) -> bool:
+            while self.num_timesteps >= self.next_eval:
+                clock.evaluate(self.next_eval)
+                self.next_eval += EVAL_EVERY
+            return True
+
+    clock.started = time.perf_counter()
+    model.learn(100_000, callback=Evaluate())
+    clock.train_seconds += time.perf_counter() - clock.started
+    return clock.result("sb3", 100_000)
+
+
+RUNNERS = {
+    "ours_reinforce": lambda seed: run_ours("reinforce", seed),
+    "ours_reinforce_baseline": lambda seed: run_ours("reinforce_baseline", seed),
+    "ours_a2c": lambda seed: run_ours("a2c", seed),
+    "tf_agents": run_tf_agents,
+    "sb3": run_sb3,
+}
+
+if __name__ == "__main__":
+    sys.exit(main(__file__, __doc__.splitlines()[0], RUNNERS,
+                  [("tf_agents", "ours_reinforce_baseline"), ("sb3", "ours_a2c")], "Policy gradients on CartPole-v1"))
