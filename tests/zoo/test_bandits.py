@@ -1,4 +1,6 @@
 """The k-armed testbed: incremental averages, and the lectures' ordering of epsilon-greedy agents."""
+import json
+
 import numpy as np
 import pytest
 
@@ -34,3 +36,12 @@ def test_the_lectures_ordering_of_epsilons():
     assert late[0.01] > late[0.1] > late[0.0]
     # greedy's plateau: about 1.0 of the best possible ~1.54 (the mean of the max of 10 normals)
     assert late[0.0] < 1.2 < late[0.01]
+
+
+def test_bandits_command_draws_the_picture(tmp_path):
+    from tests.helpers import run_module
+
+    result = run_module("-m", "training", "bandits", "--runs=50", "--steps=200", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "bandits.png").stat().st_size > 0
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"0", "0.01", "0.1"}
