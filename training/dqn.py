@@ -29,17 +29,17 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import zoo
-from training import plots
 from training.config import flat_dict, parse_config
-from training.envs import AtariOptions, discrete_actions, is_atari, make_env, make_vector_env, play_episodes
+from training.envs import AtariOptions, discrete_actions, make_env, make_vector_env
 from training.loop import check_resumable
+from training.rl import EvalOptions, Evaluator
 from training.runtime import UserError, read_json, write_json
 from zoo.dqn import DQNConfig, QNetwork, td_loss, td_target
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """A DQN run: environment, network, replay, schedule, evaluation."""
+class TrainConfig(EvalOptions):
+    """A DQN run: environment, network, replay, schedule (and the evaluation options it shares)."""
 
     env: str = "CartPole-v1"
     """Gymnasium environment id with a discrete action space (ALE/Pong-v5 and other Atari games included)."""
@@ -83,16 +83,8 @@ class TrainConfig:
     """Exploration rate after the decay."""
     epsilon_fraction: float = 0.1
     """Fraction of total_steps over which epsilon decays linearly."""
-    eval_every: int = 1_000
-    """Environment steps between greedy evaluations."""
-    eval_episodes: int = 10
-    """Episodes per evaluation."""
-    final_eval_episodes: int = 20
-    """Episodes of the final evaluation (metrics.json)."""
     eval_epsilon: float = 0.0
     """Exploration rate while evaluating (0: greedy)."""
-    stop_return: float | None = None
-    """Stop early once an evaluation reaches this mean return and the final evaluation (fresh episodes) confirms it."""
     seed: int = 0
     """Seed of initialisation, exploration, replay sampling and environment resets."""
     checkpoint_every: int = 10_000
@@ -103,9 +95,9 @@ class TrainConfig:
     """Save the replay memory with each checkpoint (resuming without it refills it first)."""
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("total_steps", "num_envs", "buffer_size", "batch_size", "train_frequency",
-                     "gradient_steps", "target_update", "eval_every", "eval_episodes",
-                     "final_eval_episodes", "checkpoint_every"):
+                     "gradient_steps", "target_update", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_starts < 0:
@@ -306,7 +298,6 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
         num_actions=num_actions, torso="nature" if frames else "mlp")
     config = dataclasses.replace(config, model=model_config)
     check_resumable(run_dir, config)
-    threshold = eval_env.spec.reward_threshold if eval_env.spec else None
 
     # Networks, optimizer, replay memory, checkpoints.
     online, target = QNetwork(model_config, name="online"), QNetwork(model_config, name="target")
@@ -317,10 +308,9 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
     replay = ReplayMemory(config.buffer_size, model_config.observation_shape, model_config.observation_dtype)
     checkpoint = tf.train.Checkpoint(**zoo.checkpointed(online), target_variables=list(target.variables),
                                      optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=2,
-                                         step_counter=None)
+    manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=2)
     rng = np.random.default_rng(config.seed)
-    step, train_seconds, history, episode_returns = 0, 0.0, [], []
+    step, train_seconds, history, episode_returns = 0, 0.0, [], []  # restored below when resuming
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         step = int(manager.latest_checkpoint.rsplit("-", 1)[1])
@@ -344,9 +334,8 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
 
     update = make_update(online, target, optimizer, config)
     actor = Actor(online)
-
-    def evaluate(episodes: int, seed: int) -> list[float]:
-        return play_episodes(eval_env, actor.act, episodes, seed, config.eval_epsilon, np.random.default_rng(seed))
+    evaluator = Evaluator(config, eval_env, lambda observation: actor.act(observation), config.seed,
+                          config.eval_epsilon, history, train_seconds)
 
     def save() -> None:
         directory = run_dir / "checkpoints"
@@ -354,7 +343,7 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
         if config.checkpoint_replay:
             replay.save(directory / f"replay-{step}.npz")
         write_json(directory / f"state-{step}.json", {
-            "step": step, "train_seconds": train_seconds, "history": history,
+            "step": step, "train_seconds": evaluator.train_seconds, "history": evaluator.history,
             "episode_returns": episode_returns[-100:], "rng": rng.bit_generator.state})
         manager.save(checkpoint_number=step)
         kept = {int(p.rsplit("-", 1)[1]) for p in manager.checkpoints}
@@ -366,10 +355,9 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
     observation, _ = envs.reset(seed=config.seed + step)
     just_reset = np.zeros(config.num_envs, bool)  # the step after an episode's end only resets
     loss = q_mean = float("nan")
-    final = None  # the final evaluation's returns, once taken
     bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress,
                dynamic_ncols=True, desc=f"dqn {config.env}")
-    started = time.perf_counter()
+    evaluator.started = time.perf_counter()
     while step < config.total_steps:
         # ALGO LOGIC: act epsilon-greedily, store the transition.
         epsilon = 1.0 if step < refill_until else epsilon_at(step, config)
@@ -399,54 +387,22 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
                                            batch["next_observation"], batch["terminated"])
             actor.refresh(weights)
 
-        if step // config.eval_every > previous // config.eval_every or step >= config.total_steps:
-            train_seconds += time.perf_counter() - started
-            returns = evaluate(config.eval_episodes, config.seed + 10_000)
-            record = {"step": step, "train_seconds": train_seconds, "eval_return": float(np.mean(returns)),
-                      "eval_return_std": float(np.std(returns)), "episodes": len(episode_returns),
-                      "train_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-                      "epsilon": epsilon, "loss": float(loss), "q": float(q_mean),
-                      "steps_per_second": step / train_seconds if train_seconds else None}
-            history.append(record)
-            with writer.as_default(step=step):
-                for name in ("eval_return", "train_return", "epsilon", "loss", "q", "steps_per_second"):
-                    if record[name] is not None and np.isfinite(record[name]):
-                        tf.summary.scalar(name, record[name])
+        evaluating = evaluator.due(previous, step, config.total_steps)
+        if evaluating:
+            record = evaluator.evaluate(
+                step, writer, episodes=len(episode_returns), epsilon=epsilon, loss=float(loss), q=float(q_mean),
+                train_return=float(np.mean(episode_returns[-20:])) if episode_returns else None)
             bar.set_postfix(eval=f"{record['eval_return']:.1f}", eps=f"{epsilon:.2f}")
-            if config.stop_return is not None and record["eval_return"] >= config.stop_return:
-                final = evaluate(config.final_eval_episodes, config.seed + 20_000)
-                record["confirm_return"] = float(np.mean(final))
-                if record["confirm_return"] >= config.stop_return:
-                    save()
-                    break
-            final = None
-            if step // config.checkpoint_every > previous // config.checkpoint_every or step >= config.total_steps:
-                save()
-            started = time.perf_counter()
-        elif step // config.checkpoint_every > previous // config.checkpoint_every:
+        if evaluator.stopped or step // config.checkpoint_every > previous // config.checkpoint_every \
+                or (evaluating and step >= config.total_steps):
             save()
+        if evaluator.stopped:
+            break
     bar.close()
 
-    # Final evaluation (unless stop_return's confirmation was it), metrics and pictures.
-    if final is None:
-        final = evaluate(config.final_eval_episodes, config.seed + 20_000)
-    solved = next((r for r in history if threshold is not None and r["eval_return"] >= threshold), None)
-    metrics = {
-        "env": config.env, "steps": step, "train_seconds": train_seconds,
-        "stopped_early": step < config.total_steps,
-        "steps_per_second": step / train_seconds if train_seconds else None,
-        "final_eval_return": float(np.mean(final)), "final_eval_return_std": float(np.std(final)),
-        "final_eval_episodes": len(final), "reward_threshold": threshold,
-        "first_solved_step": solved["step"] if solved else None,
-        "first_solved_seconds": solved["train_seconds"] if solved else None,
-        "best_eval_return": max(r["eval_return"] for r in history),
-        "training_episodes": len(episode_returns),
-    }
-    write_json(metrics_path, metrics)
-    write_json(run_dir / "history.json", history)
-    plots.learning_curves(history, ["eval_return", "train_return"], run_dir / "learning_curves.png",
-                          f"DQN on {config.env}: greedy evaluation over {config.eval_episodes} episodes"
-                          + (f" (threshold {threshold:g})" if threshold is not None else ""))
+    # Final evaluation, metrics and pictures.
+    metrics = evaluator.finish(run_dir, step, config.total_steps, episode_returns, f"DQN on {config.env}",
+                               env=config.env)
     writer.flush()
     envs.close()
     eval_env.close()

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
-from typing import Literal
 
 import gymnasium as gym
 import keras
@@ -32,9 +30,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import zoo
-from training import plots
 from training.config import flat_dict, parse_config
-from training.envs import make_env, make_vector_env, play_episodes
+from training.envs import make_env, make_vector_env
+from training.rl import EvalOptions, Evaluator
 from training.loop import check_resumable
 from training.runtime import UserError, write_json
 from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, discounted_returns, reinforce_baseline_loss,
@@ -44,8 +42,8 @@ ALGORITHMS = ("reinforce", "reinforce_baseline", "a2c")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """A policy-gradient run: environment, network, algorithm's settings, evaluation."""
+class TrainConfig(EvalOptions):
+    """A policy-gradient run: environment, network, algorithm's settings (and the shared evaluation options)."""
 
     env: str = "CartPole-v1"
     """Gymnasium environment id (discrete or continuous actions)."""
@@ -71,22 +69,14 @@ class TrainConfig:
     """Weight of the critic's squared error in the loss."""
     entropy_weight: float = 0.0
     """A2C: weight of the entropy bonus."""
-    eval_every: int = 1_000
-    """Environment steps between greedy evaluations."""
-    eval_episodes: int = 10
-    """Episodes per evaluation."""
-    final_eval_episodes: int = 20
-    """Episodes of the final evaluation (metrics.json)."""
-    stop_return: float | None = None
-    """Stop early once an evaluation reaches this mean return and the final evaluation confirms it."""
     seed: int = 0
     """Seed of initialisation, sampling and environment resets."""
     jit_compile: bool = True
     """Compile the update with XLA."""
 
     def __post_init__(self):
-        for name in ("total_steps", "episodes_per_update", "num_envs", "n_steps", "eval_every",
-                     "eval_episodes", "final_eval_episodes"):
+        super().__post_init__()
+        for name in ("total_steps", "episodes_per_update", "num_envs", "n_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -120,17 +110,17 @@ class NumpyPolicy:
     """The policy (and critic) in numpy, from a {variable path: value} snapshot."""
 
     def __init__(self, network: PolicyNetwork, weights: dict[str, np.ndarray]):
-        def dense(sequential):
-            return [(weights[layer.kernel.path], weights[layer.bias.path]) for layer in sequential.layers]
+        def dense(layers):
+            return [(weights[layer.kernel.path], weights[layer.bias.path]) for layer in layers]
 
         self.config = network.config
-        self.policy = dense(network.policy_torso) + dense(keras.Sequential([network.action_head]))
+        self.policy = dense([*network.policy_torso.layers, network.action_head])
         self.log_stddev = weights[network.log_stddev.path] if network.config.action_kind == "continuous" else None
         self.value = None
         if network.config.critic == "separate":
-            self.value = dense(network.value_torso) + dense(keras.Sequential([network.value_head]))
+            self.value = dense([*network.value_torso.layers, network.value_head])
         elif network.config.critic == "shared":
-            self.value = self.policy[:-1] + dense(keras.Sequential([network.value_head]))
+            self.value = self.policy[:-1] + dense([network.value_head])
 
     @staticmethod
     def _mlp(layers, x):
@@ -220,7 +210,6 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
         raise UserError(f"{algorithm} needs a critic; use --critic=separate or --critic=shared")
     config = dataclasses.replace(config, model=model_config)
     check_resumable(run_dir, config)
-    threshold = eval_env.spec.reward_threshold if eval_env.spec else None
     write_json(run_dir / "config.json", {"algorithm": algorithm, **flat_dict(config)})
     write_json(run_dir / "model.json", {"family": "policy_gradient", "algorithm": algorithm,
                                         "config": dataclasses.asdict(model_config)})
@@ -237,13 +226,10 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
     def to_env(action):
         return np.clip(action, low, high) if low is not None else action
 
-    def evaluate(episodes: int, seed: int) -> list[float]:
-        return play_episodes(eval_env, lambda o: to_env(policy.act(o, None)), episodes, seed)
-
+    evaluator = Evaluator(config, eval_env, lambda observation: to_env(policy.act(observation, None)), config.seed)
     checkpoint = tf.train.Checkpoint(**zoo.checkpointed(network), optimizer=optimizer)
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-    history, episode_returns, step, final, terms = [], [], 0, None, {}
-    train_seconds, started = 0.0, time.perf_counter()
+    episode_returns, step, terms = [], 0, {}
     bar = tqdm(total=config.total_steps, unit="step", disable=not progress, dynamic_ncols=True,
                desc=f"{algorithm} {config.env}")
 
@@ -314,43 +300,18 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
         terms, weights = update(*batch)
         policy = NumpyPolicy(network, {path: w.numpy() for path, w in weights.items()})
 
-        if step // config.eval_every > previous // config.eval_every or step >= config.total_steps:
-            train_seconds += time.perf_counter() - started
-            returns_ = evaluate(config.eval_episodes, config.seed + 10_000)
-            record = {"step": step, "train_seconds": train_seconds, "eval_return": float(np.mean(returns_)),
-                      "train_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-                      **{name: float(value) for name, value in terms.items()}}
-            history.append(record)
-            with writer.as_default(step=step):
-                for name, value in record.items():
-                    if name != "step" and value is not None:
-                        tf.summary.scalar(name, value)
+        if evaluator.due(previous, step, config.total_steps):
+            record = evaluator.evaluate(
+                step, writer, train_return=float(np.mean(episode_returns[-20:])) if episode_returns else None,
+                **{name: float(value) for name, value in terms.items()})
             bar.set_postfix(eval=f"{record['eval_return']:.1f}")
-            if config.stop_return is not None and record["eval_return"] >= config.stop_return:
-                final = evaluate(config.final_eval_episodes, config.seed + 20_000)
-                record["confirm_return"] = float(np.mean(final))
-                if record["confirm_return"] >= config.stop_return:
-                    break
-            final = None
-            started = time.perf_counter()
+            if evaluator.stopped:
+                break
     bar.close()
 
-    if final is None:
-        final = evaluate(config.final_eval_episodes, config.seed + 20_000)
     checkpoint.save(str(run_dir / "checkpoints" / "ckpt"))
-    solved = next((r for r in history if threshold is not None and r["eval_return"] >= threshold), None)
-    metrics = {
-        "algorithm": algorithm, "env": config.env, "steps": step, "train_seconds": train_seconds,
-        "steps_per_second": step / train_seconds if train_seconds else None, "stopped_early": step < config.total_steps,
-        "final_eval_return": float(np.mean(final)), "final_eval_episodes": len(final),
-        "reward_threshold": threshold, "first_solved_step": solved and solved["step"],
-        "first_solved_seconds": solved and solved["train_seconds"],
-        "best_eval_return": max(r["eval_return"] for r in history), "training_episodes": len(episode_returns),
-    }
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "history.json", history)
-    plots.learning_curves(history, ["eval_return", "train_return"], run_dir / "learning_curves.png",
-                          f"{algorithm} on {config.env}: greedy evaluation over {config.eval_episodes} episodes")
+    metrics = evaluator.finish(run_dir, step, config.total_steps, episode_returns, f"{algorithm} on {config.env}",
+                               algorithm=algorithm, env=config.env)
     writer.flush()
     return metrics
 

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
+from zoo.signatures import Signature
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ does not depend on the action; b = v(s) leaves the expectation alone and lowers 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal
+from typing import Literal
 
 import keras
 import numpy as np
@@ -24,7 +24,7 @@ import tensorflow_probability as tfp
 
 tfd = tfp.distributions
 
-Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
+from zoo.signatures import Signature
 
 
 @dataclasses.dataclass(frozen=True)

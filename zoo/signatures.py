@@ -5,7 +5,12 @@ wrong shape fails in EnsureShape, a value out of range in an Assert, each naming
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import tensorflow as tf
+
+Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
+"""(function returning a dict of tensors, its input specs): what `export` writes as one signature."""
 
 
 def checked_images(images: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:

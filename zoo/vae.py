@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Literal
+from typing import Literal
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from zoo import signatures as checks
+from zoo.signatures import Signature
 
 tfd = tfp.distributions
 
-Signature = tuple[Callable[..., dict[str, tf.Tensor]], list[tf.TensorSpec]]
 
 
 @dataclasses.dataclass(frozen=True)

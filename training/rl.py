@@ -1,0 +1,110 @@
+"""What the RL training loops (dqn.py, pg.py) share: greedy evaluation on a schedule with the
+training clock paused, early stopping once a return is reached and confirmed, and the
+final metrics, history.json and learning curves."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from training import plots
+from training.envs import play_episodes
+from training.runtime import write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """When and how an RL run is evaluated."""
+
+    eval_every: int = 1_000
+    """Environment steps between greedy evaluations."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    final_eval_episodes: int = 20
+    """Episodes of the final evaluation (metrics.json)."""
+    stop_return: float | None = None
+    """Stop early once an evaluation reaches this mean return and the final evaluation (fresh episodes) confirms it."""
+
+    def __post_init__(self):
+        for name in ("eval_every", "eval_episodes", "final_eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+class Evaluator:
+    """Evaluates `act` (a batch of observations -> actions, read at call time) on `env`.
+
+    Episodes of the periodic evaluations start from seed + 10,000, those of the final one
+    from seed + 20,000, so every evaluation of a run plays the same starts. Training time
+    is counted between evaluations only.
+    """
+
+    def __init__(self, options: EvalOptions, env: gym.Env, act: Callable[[np.ndarray], np.ndarray], seed: int,
+                 epsilon: float = 0.0, history: list[dict] | None = None, train_seconds: float = 0.0):
+        self.options, self.env, self.act, self.seed, self.epsilon = options, env, act, seed, epsilon
+        self.history = history if history is not None else []
+        self.train_seconds, self.started = train_seconds, time.perf_counter()
+        self.threshold = env.spec.reward_threshold if env.spec else None
+        self.final: list[float] | None = None  # the final evaluation's returns, once taken
+
+    @property
+    def stopped(self) -> bool:
+        """Whether stop_return was reached and confirmed."""
+        return self.final is not None
+
+    def due(self, previous: int, step: int, total_steps: int) -> bool:
+        return step // self.options.eval_every > previous // self.options.eval_every or step >= total_steps
+
+    def _play(self, episodes: int, seed: int) -> list[float]:
+        return play_episodes(self.env, self.act, episodes, seed, self.epsilon, np.random.default_rng(seed))
+
+    def evaluate(self, step: int, writer=None, **extra) -> dict:
+        """One evaluation (clock paused): its record, also appended to the history and logged."""
+        self.train_seconds += time.perf_counter() - self.started
+        returns = self._play(self.options.eval_episodes, self.seed + 10_000)
+        record = {"step": step, "train_seconds": self.train_seconds, "eval_return": float(np.mean(returns)),
+                  "eval_return_std": float(np.std(returns)),
+                  "steps_per_second": step / self.train_seconds if self.train_seconds else None, **extra}
+        if self.options.stop_return is not None and record["eval_return"] >= self.options.stop_return:
+            final = self._play(self.options.final_eval_episodes, self.seed + 20_000)
+            record["confirm_return"] = float(np.mean(final))
+            if record["confirm_return"] >= self.options.stop_return:
+                self.final = final
+        self.history.append(record)
+        if writer is not None:
+            with writer.as_default(step=step):
+                for name, value in record.items():
+                    if name != "step" and isinstance(value, (int, float)) and np.isfinite(value):
+                        tf.summary.scalar(name, value)
+        self.started = time.perf_counter()
+        return record
+
+    def finish(self, run_dir: Path, step: int, total_steps: int, episode_returns: list[float], title: str,
+               **extra) -> dict:
+        """The final evaluation (unless stop_return's confirmation was it), metrics.json,
+        history.json and learning_curves.png; returns the metrics."""
+        final = self.final or self._play(self.options.final_eval_episodes, self.seed + 20_000)
+        solved = next((r for r in self.history if self.threshold is not None and r["eval_return"] >= self.threshold),
+                      None)
+        metrics = {
+            **extra, "steps": step, "train_seconds": self.train_seconds,
+            "steps_per_second": step / self.train_seconds if self.train_seconds else None,
+            "stopped_early": step < total_steps,
+            "final_eval_return": float(np.mean(final)), "final_eval_return_std": float(np.std(final)),
+            "final_eval_episodes": len(final), "reward_threshold": self.threshold,
+            "first_solved_step": solved["step"] if solved else None,
+            "first_solved_seconds": solved["train_seconds"] if solved else None,
+            "best_eval_return": max(r["eval_return"] for r in self.history),
+            "training_episodes": len(episode_returns),
+        }
+        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "history.json", self.history)
+        threshold = f" (threshold {self.threshold:g})" if self.threshold is not None else ""
+        plots.learning_curves(self.history, ["eval_return", "train_return"], run_dir / "learning_curves.png",
+                              f"{title}: greedy evaluation over {self.options.eval_episodes} episodes{threshold}")
+        return metrics
