@@ -32,13 +32,13 @@ import zoo
 from training.config import flat_dict, parse_config
 from training.envs import AtariOptions, discrete_actions, make_env, make_vector_env
 from training.loop import check_resumable
-from training.rl import EvalOptions, Evaluator
-from training.runtime import UserError, read_json, write_json
+from training.rl import Checkpoints, RLOptions, Evaluator
+from training.runtime import UserError, write_json
 from zoo.dqn import DQNConfig, QNetwork, td_loss, td_target
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(EvalOptions):
+class TrainConfig(RLOptions):
     """A DQN run: environment, network, replay, schedule (and the evaluation options it shares)."""
 
     env: str = "CartPole-v1"
@@ -87,8 +87,6 @@ class TrainConfig(EvalOptions):
     """Exploration rate while evaluating (0: greedy)."""
     seed: int = 0
     """Seed of initialisation, exploration, replay sampling and environment resets."""
-    checkpoint_every: int = 10_000
-    """Environment steps between checkpoints (one is also written at the end)."""
     jit_compile: bool = True
     """Compile the update with XLA: for a small MLP it halves the time of a gradient step on a 2-core CPU."""
     checkpoint_replay: bool = True
@@ -97,7 +95,7 @@ class TrainConfig(EvalOptions):
     def __post_init__(self):
         super().__post_init__()
         for name in ("total_steps", "num_envs", "buffer_size", "batch_size", "train_frequency",
-                     "gradient_steps", "target_update", "checkpoint_every"):
+                     "gradient_steps", "target_update"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_starts < 0:
@@ -306,24 +304,14 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
                                       global_clipnorm=config.max_grad_norm)
     optimizer.build(online.trainable_variables)
     replay = ReplayMemory(config.buffer_size, model_config.observation_shape, model_config.observation_dtype)
-    checkpoint = tf.train.Checkpoint(**zoo.checkpointed(online), target_variables=list(target.variables),
-                                     optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=2)
+    checkpoints = Checkpoints(run_dir, config.checkpoint_every, **zoo.checkpointed(online), target_variables=list(target.variables),
+                              optimizer=optimizer)
     rng = np.random.default_rng(config.seed)
-    step, train_seconds, history, episode_returns = 0, 0.0, [], []  # restored below when resuming
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        step = int(manager.latest_checkpoint.rsplit("-", 1)[1])
-        state = read_json(run_dir / "checkpoints" / f"state-{step}.json")
-        train_seconds, history, episode_returns = state["train_seconds"], state["history"], state["episode_returns"]
-        rng.bit_generator.state = state["rng"]
-        replay_path = run_dir / "checkpoints" / f"replay-{step}.npz"
-        if replay_path.exists():
-            replay.load(replay_path)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists() and read_json(metrics_path)["steps"] == step:  # finished (or stopped) before
-        print(f"{run_dir} is already trained ({step} steps); its metrics.json and pictures stand")
-        return read_json(metrics_path)
+    step, state = checkpoints.restore(rng)
+    if checkpoints.path("replay", step, ".npz").exists():
+        replay.load(checkpoints.path("replay", step, ".npz"))
+    if (metrics := checkpoints.finished_metrics(step)) is not None:
+        return metrics
     refill_until = step + config.learning_starts if replay.size == 0 else 0  # resumed without a replay memory
 
     write_json(run_dir / "config.json", flat_dict(config))
@@ -335,21 +323,13 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
     update = make_update(online, target, optimizer, config)
     actor = Actor(online)
     evaluator = Evaluator(config, eval_env, lambda observation: actor.act(observation), config.seed,
-                          config.eval_epsilon, history, train_seconds)
+                          config.eval_epsilon, state.get("history"), state.get("train_seconds", 0.0))
+    episode_returns = state.get("episode_returns", [])
 
     def save() -> None:
-        directory = run_dir / "checkpoints"
-        directory.mkdir(parents=True, exist_ok=True)
         if config.checkpoint_replay:
-            replay.save(directory / f"replay-{step}.npz")
-        write_json(directory / f"state-{step}.json", {
-            "step": step, "train_seconds": evaluator.train_seconds, "history": evaluator.history,
-            "episode_returns": episode_returns[-100:], "rng": rng.bit_generator.state})
-        manager.save(checkpoint_number=step)
-        kept = {int(p.rsplit("-", 1)[1]) for p in manager.checkpoints}
-        for path in [*directory.glob("state-*.json"), *directory.glob("replay-*.npz")]:
-            if int(path.stem.split("-")[1]) not in kept:
-                path.unlink()
+            replay.save(checkpoints.path("replay", step, ".npz"))
+        checkpoints.save(step, evaluator, episode_returns, rng)
 
     # Training loop.
     observation, _ = envs.reset(seed=config.seed + step)
@@ -393,7 +373,7 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
                 step, writer, episodes=len(episode_returns), epsilon=epsilon, loss=float(loss), q=float(q_mean),
                 train_return=float(np.mean(episode_returns[-20:])) if episode_returns else None)
             bar.set_postfix(eval=f"{record['eval_return']:.1f}", eps=f"{epsilon:.2f}")
-        if evaluator.stopped or step // config.checkpoint_every > previous // config.checkpoint_every \
+        if evaluator.stopped or checkpoints.due(previous, step) \
                 or (evaluating and step >= config.total_steps):
             save()
         if evaluator.stopped:

@@ -32,17 +32,17 @@ from tqdm import tqdm
 import zoo
 from training.config import flat_dict, parse_config
 from training.envs import make_env, make_vector_env
-from training.rl import EvalOptions, Evaluator
+from training.rl import Checkpoints, Evaluator, RLOptions
 from training.loop import check_resumable
 from training.runtime import UserError, write_json
-from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, discounted_returns, reinforce_baseline_loss,
-                                 reinforce_loss)
+from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, discounted_returns, n_step_targets,
+                                 reinforce_baseline_loss, reinforce_loss)
 
 ALGORITHMS = ("reinforce", "reinforce_baseline", "a2c")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(EvalOptions):
+class TrainConfig(RLOptions):
     """A policy-gradient run: environment, network, algorithm's settings (and the shared evaluation options)."""
 
     env: str = "CartPole-v1"
@@ -53,6 +53,8 @@ class TrainConfig(EvalOptions):
     """Environment steps to train for (summed over the parallel environments)."""
     gamma: float = 0.99
     """Discount factor (1 suits finite episodes, as the lectures use)."""
+    reward_scale: float = 1.0
+    """Multiply rewards by this while learning (returns are reported unscaled)."""
     learning_rate: float = 1e-3
     """Adam step size."""
     max_grad_norm: float | None = 0.5
@@ -65,6 +67,8 @@ class TrainConfig(EvalOptions):
     """A2C: environments stepped together."""
     n_steps: int = 5
     """A2C: steps per environment between updates (the bootstrap horizon)."""
+    gae_lambda: float = 1.0
+    """A2C: lambda of the TD(lambda) targets (1: n-step returns; below 1: GAE's advantages)."""
     value_weight: float = 0.5
     """Weight of the critic's squared error in the loss."""
     entropy_weight: float = 0.0
@@ -81,8 +85,9 @@ class TrainConfig(EvalOptions):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 DERIVED = frozenset({"observation_shape", "action_kind", "num_actions", "action_low", "action_high"})  # from the environment
@@ -200,7 +205,7 @@ def _space_config(env: gym.Env, config: TrainConfig, env_id: str) -> PolicyConfi
 
 
 def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
-    """Train a policy-gradient agent into `run_dir`; return the final metrics (also in metrics.json)."""
+    """Train (or resume) a policy-gradient agent into `run_dir`; return the final metrics (also in metrics.json)."""
     if algorithm not in ALGORITHMS:
         raise UserError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
     keras.utils.set_random_seed(config.seed)
@@ -218,7 +223,6 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
     optimizer = keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.max_grad_norm)
     optimizer.build(network.trainable_variables)
     update = make_update(network, optimizer, algorithm, dataclasses.replace(config, model=model_config))
-    policy = NumpyPolicy(network, {v.path: v.numpy() for v in network.trainable_variables})
     rng = np.random.default_rng(config.seed)
     low, high = (eval_env.action_space.low, eval_env.action_space.high) if model_config.action_kind == "continuous" \
         else (None, None)
@@ -226,20 +230,25 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
     def to_env(action):
         return np.clip(action, low, high) if low is not None else action
 
-    evaluator = Evaluator(config, eval_env, lambda observation: to_env(policy.act(observation, None)), config.seed)
-    checkpoint = tf.train.Checkpoint(**zoo.checkpointed(network), optimizer=optimizer)
+    checkpoints = Checkpoints(run_dir, config.checkpoint_every, **zoo.checkpointed(network), optimizer=optimizer)
+    step, state = checkpoints.restore(rng)
+    if (metrics := checkpoints.finished_metrics(step)) is not None:
+        return metrics
+    policy = NumpyPolicy(network, {v.path: v.numpy() for v in network.trainable_variables})
+    evaluator = Evaluator(config, eval_env, lambda observation: to_env(policy.act(observation, None)), config.seed,
+                          history=state.get("history"), train_seconds=state.get("train_seconds", 0.0))
+    episode_returns, terms = state.get("episode_returns", []), {}
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-    episode_returns, step, terms = [], 0, {}
-    bar = tqdm(total=config.total_steps, unit="step", disable=not progress, dynamic_ncols=True,
+    bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress, dynamic_ncols=True,
                desc=f"{algorithm} {config.env}")
 
     if algorithm == "a2c":
         envs = make_vector_env(config.env, config.num_envs, native=True)
-        observation, _ = envs.reset(seed=config.seed)
+        observation, _ = envs.reset(seed=config.seed + step)
         just_reset = np.zeros(config.num_envs, bool)
     else:
         env = make_env(config.env)
-        episode_seed = config.seed
+        episode_seed = state.get("episode_seed", config.seed)
 
     while step < config.total_steps:
         previous = step
@@ -254,7 +263,7 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
                 action = policy.act(observation, rng)
                 next_observation, reward, terminated, truncated, info = envs.step(to_env(action))
                 observations[t], actions[t], mask[t] = observation, action, ~just_reset
-                rewards[t] = reward
+                rewards[t] = reward * config.reward_scale
                 if truncated.any():  # a time limit is no end: bootstrap from the last state
                     rewards[t] += config.gamma * truncated * policy.values(next_observation)
                 cut[t] = terminated | truncated | just_reset
@@ -263,9 +272,12 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
                 just_reset = terminated | truncated
                 observation = next_observation
             step += config.n_steps * config.num_envs
-            # n-step targets, bootstrapped from v(s) after the rollout; an episode's end cuts
-            # the sum (a step that only reset an environment is masked out of the loss)
-            targets = discounted_returns(rewards, cut, config.gamma, bootstrap=policy.values(observation))
+            # n-step (or TD(lambda)) targets, bootstrapped from v(s) after the rollout; an
+            # episode's end cuts the sum (a step that only reset an environment is masked out)
+            values = policy.values(observations.reshape(-1, *model_config.observation_shape)).reshape(shape) \
+                if config.gae_lambda < 1 else 0.0
+            targets, _ = n_step_targets(rewards, cut, values, policy.values(observation), config.gamma,
+                                        config.gae_lambda)
             batch = (observations.reshape(-1, *model_config.observation_shape), actions.reshape(-1, *actions.shape[2:]),
                      targets.reshape(-1), mask.reshape(-1))
         else:
@@ -280,7 +292,7 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
                     next_observation, reward, terminated, truncated, info = env.step(to_env(action))
                     obs_list.append(observation)
                     act_list.append(action)
-                    rew_list.append(reward)
+                    rew_list.append(reward * config.reward_scale)
                     observation, done = next_observation, terminated or truncated
                 episode_returns.append(float(info["episode"]["r"]))
                 rewards = np.asarray(rew_list, np.float32)
@@ -305,11 +317,13 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
                 step, writer, train_return=float(np.mean(episode_returns[-20:])) if episode_returns else None,
                 **{name: float(value) for name, value in terms.items()})
             bar.set_postfix(eval=f"{record['eval_return']:.1f}")
-            if evaluator.stopped:
-                break
+        if evaluator.stopped or checkpoints.due(previous, step) or step >= config.total_steps:
+            checkpoints.save(step, evaluator, episode_returns, rng,
+                             **({} if algorithm == "a2c" else {"episode_seed": episode_seed}))
+        if evaluator.stopped:
+            break
     bar.close()
 
-    checkpoint.save(str(run_dir / "checkpoints" / "ckpt"))
     metrics = evaluator.finish(run_dir, step, config.total_steps, episode_returns, f"{algorithm} on {config.env}",
                                algorithm=algorithm, env=config.env)
     writer.flush()
@@ -319,7 +333,7 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
 def main(algorithm: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m training {algorithm}",
                                      description=f"Train a {algorithm} agent on a gymnasium environment.")
-    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     presets = {"cartpole": lambda: cartpole(algorithm), "smoke": lambda: smoke(algorithm)}
     config, args = parse_config(argv, parser, presets, "cartpole", hidden=DERIVED)

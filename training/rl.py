@@ -1,6 +1,6 @@
 """What the RL training loops (dqn.py, pg.py) share: greedy evaluation on a schedule with the
-training clock paused, early stopping once a return is reached and confirmed, and the
-final metrics, history.json and learning curves."""
+training clock paused, early stopping once a return is reached and confirmed, the final
+metrics, history.json and learning curves, and numbered checkpoints that resume a run."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,12 +14,12 @@ import tensorflow as tf
 
 from training import plots
 from training.envs import play_episodes
-from training.runtime import write_json
+from training.runtime import read_json, write_json
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalOptions:
-    """When and how an RL run is evaluated."""
+class RLOptions:
+    """When and how an RL run is evaluated, and how often it is checkpointed."""
 
     eval_every: int = 1_000
     """Environment steps between greedy evaluations."""
@@ -29,9 +29,11 @@ class EvalOptions:
     """Episodes of the final evaluation (metrics.json)."""
     stop_return: float | None = None
     """Stop early once an evaluation reaches this mean return and the final evaluation (fresh episodes) confirms it."""
+    checkpoint_every: int = 10_000
+    """Environment steps between checkpoints (one is also written at the end)."""
 
     def __post_init__(self):
-        for name in ("eval_every", "eval_episodes", "final_eval_episodes"):
+        for name in ("eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -44,7 +46,7 @@ class Evaluator:
     is counted between evaluations only.
     """
 
-    def __init__(self, options: EvalOptions, env: gym.Env, act: Callable[[np.ndarray], np.ndarray], seed: int,
+    def __init__(self, options: RLOptions, env: gym.Env, act: Callable[[np.ndarray], np.ndarray], seed: int,
                  epsilon: float = 0.0, history: list[dict] | None = None, train_seconds: float = 0.0):
         self.options, self.env, self.act, self.seed, self.epsilon = options, env, act, seed, epsilon
         self.history = history if history is not None else []
@@ -108,3 +110,58 @@ class Evaluator:
         plots.learning_curves(self.history, ["eval_return", "train_return"], run_dir / "learning_curves.png",
                               f"{title}: greedy evaluation over {self.options.eval_episodes} episodes{threshold}")
         return metrics
+
+
+class Checkpoints:
+    """Numbered checkpoints of an RL run in run_dir/checkpoints, the last two kept.
+
+    Variables go through tf.train.Checkpoint (`objects`); the rest of the loop's state
+    (training seconds, evaluation history, recent episode returns, the numpy generator and
+    what the caller adds) goes to state-STEP.json beside it. Files the caller writes as
+    NAME-STEP.* (`path`) are pruned with their checkpoint.
+    """
+
+    def __init__(self, run_dir: Path, every: int, **objects):
+        self.run_dir, self.directory, self.every = run_dir, run_dir / "checkpoints", every
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=2)
+
+    def due(self, previous: int, step: int) -> bool:
+        """Whether a checkpoint falls between environment steps `previous` and `step`."""
+        return step // self.every > previous // self.every
+
+    def path(self, name: str, step: int, suffix: str) -> Path:
+        return self.directory / f"{name}-{step}{suffix}"
+
+    def restore(self, rng: np.random.Generator) -> tuple[int, dict]:
+        """Restore the latest checkpoint, if any, and `rng`'s state: (its step, its state), or (0, {})."""
+        latest = self.manager.latest_checkpoint
+        if not latest:
+            return 0, {}
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        step = int(latest.rsplit("-", 1)[1])
+        state = read_json(self.path("state", step, ".json"))
+        rng.bit_generator.state = state["rng"]
+        return step, state
+
+    def finished_metrics(self, step: int) -> dict | None:
+        """The metrics of a run that already finished (or stopped early) at `step`, else None."""
+        metrics = self.run_dir / "metrics.json"
+        if metrics.exists() and read_json(metrics)["steps"] == step:
+            print(f"{self.run_dir} is already trained ({step} steps); its metrics.json and pictures stand")
+            return read_json(metrics)
+        return None
+
+    def save(self, step: int, evaluator: Evaluator, episode_returns: list[float], rng: np.random.Generator,
+             **state) -> None:
+        """Save the variables and the loop's state at `step` (plus `state`, JSON values)."""
+        write_json(self.path("state", step, ".json"), {
+            "step": step, "train_seconds": evaluator.train_seconds, "history": evaluator.history,
+            "episode_returns": episode_returns[-100:], "rng": rng.bit_generator.state, **state})
+        self.manager.save(checkpoint_number=step)
+        kept = {int(p.rsplit("-", 1)[1]) for p in self.manager.checkpoints}
+        for path in self.directory.glob("*-*.*"):
+            name, _, number = path.name.split(".")[0].rpartition("-")
+            if name != "ckpt" and number.isdigit() and int(number) not in kept:
+                path.unlink()

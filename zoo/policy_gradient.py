@@ -69,15 +69,24 @@ def discounted_returns(rewards: np.ndarray, terminated: np.ndarray, gamma: float
     return returns.astype(np.float32)
 
 
-def n_step_targets(rewards: np.ndarray, terminated: np.ndarray, values: np.ndarray, last_values: np.ndarray,
-                   gamma: float) -> tuple[np.ndarray, np.ndarray]:
+def n_step_targets(rewards: np.ndarray, terminated: np.ndarray, values: np.ndarray | float,
+                   last_values: np.ndarray, gamma: float, lam: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """A2C's bootstrapped targets and advantages for a rollout [T, envs].
 
-    Target_t = r_t + gamma r_{t+1} + ... + gamma^{T-t} v(s_T), cut at the first terminal
-    step (no bootstrap across an episode's end); advantage_t = target_t - v(s_t).
+    G_t = r_t + gamma (1 - terminated_t) [(1 - lam) v(s_{t+1}) + lam G_{t+1}], with
+    G_T = v(s_T) after the rollout, and advantage_t = G_t - v(s_t). With lam = 1 (the
+    default) the target is the n-step return r_t + gamma r_{t+1} + ... + gamma^{T-t} v(s_T),
+    cut at the first terminal step (no bootstrap across an episode's end); lam < 1 gives
+    TD(lambda) targets, whose advantages are GAE's (Schulman et al., 2016), and lam = 0 the
+    one-step r_t + gamma v(s_{t+1}). `values` (v(s_t) for the rollout) matters only when lam < 1.
     """
-    targets = discounted_returns(rewards, terminated, gamma, bootstrap=last_values)
-    return targets, targets - values
+    values = np.broadcast_to(np.asarray(values, np.float64), rewards.shape)
+    targets = np.zeros_like(rewards, dtype=np.float64)
+    following = next_value = np.asarray(last_values, dtype=np.float64)
+    for t in reversed(range(len(rewards))):
+        following = rewards[t] + gamma * (1.0 - terminated[t]) * ((1.0 - lam) * next_value + lam * following)
+        targets[t], next_value = following, values[t]
+    return targets.astype(np.float32), (targets - values).astype(np.float32)
 
 
 def reinforce_loss(log_probs: tf.Tensor, returns: tf.Tensor) -> tf.Tensor:

@@ -1,4 +1,5 @@
 """Policy-gradient training: each algorithm's smoke run learns CartPole; bad input is refused."""
+import dataclasses
 import json
 
 import pytest
@@ -29,3 +30,29 @@ def test_cli_refuses_what_it_cannot_train(tmp_path):
     assert result.returncode == 2 and "expected vectors" in result.stderr
     result = run_module("-m", "training", "reinforce_baseline", "--critic", "none", "--out", str(tmp_path / "b"))
     assert result.returncode == 2 and "needs a critic" in result.stderr
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce_baseline", "a2c"])
+def test_an_interrupted_run_resumes_where_it_stopped(algorithm, tmp_path, capsys):
+    config = dataclasses.replace(pg.smoke(algorithm), total_steps=3_000, checkpoint_every=1_000)
+    whole = pg.train(algorithm, config, tmp_path / "run", progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("state-*.json"), key=lambda p: int(p.stem[6:]))
+    # as if the run had died just after its next-to-last checkpoint
+    kept = int(checkpoints[-2].stem[6:])
+    for path in (tmp_path / "run" / "checkpoints").glob(f"*-{whole['steps']}*"):
+        path.unlink()
+    (tmp_path / "run" / "checkpoints" / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{kept}"\n')
+    (tmp_path / "run" / "metrics.json").unlink()
+
+    resumed = pg.train(algorithm, config, tmp_path / "run", progress=False)
+    again = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert resumed["steps"] == whole["steps"]
+    if algorithm == "reinforce_baseline":  # same episodes, same draws: the same run
+        assert [r["eval_return"] for r in again] == [r["eval_return"] for r in history]
+        assert resumed["final_eval_return"] == whole["final_eval_return"]
+    else:  # the environments restart from fresh episodes, the rest carries over
+        assert [r["step"] for r in again] == [r["step"] for r in history]
+        assert again[:len(history) - 1] == history[:-1]
+    assert pg.train(algorithm, config, tmp_path / "run", progress=False) == resumed
+    assert "already trained" in capsys.readouterr().out

@@ -29,6 +29,25 @@ def test_n_step_targets_cut_at_terminals_and_bootstrap_otherwise():
     np.testing.assert_allclose(advantages[:, 0], [1.4, 0.5, 9.5], rtol=1e-6)
 
 
+def test_lambda_targets_run_from_one_step_td_to_n_step_returns():
+    rewards = np.array([[1.0], [2.0], [3.0]])
+    terminated = np.zeros((3, 1))
+    values = np.array([[4.0], [5.0], [6.0]])
+    last_values = np.array([7.0])
+    # lam = 0: r_t + 0.5 v(s_{t+1}) = [1 + 2.5, 2 + 3, 3 + 3.5]
+    targets, advantages = n_step_targets(rewards, terminated, values, last_values, gamma=0.5, lam=0.0)
+    np.testing.assert_allclose(targets[:, 0], [3.5, 5.0, 6.5])
+    np.testing.assert_allclose(advantages[:, 0], [-0.5, 0.0, 0.5])
+    # lam = 1: the n-step returns 6.5, 2 + 0.5*6.5 = 5.25, 1 + 0.5*5.25 = 3.625
+    targets, _ = n_step_targets(rewards, terminated, values, last_values, gamma=0.5, lam=1.0)
+    np.testing.assert_allclose(targets[:, 0], [3.625, 5.25, 6.5])
+    # lam = 0.5: G_2 = 6.5; G_1 = 2 + 0.5 (0.5*6 + 0.5*6.5) = 5.125; G_0 = 1 + 0.5 (0.5*5 + 0.5*5.125) = 3.53125
+    targets, advantages = n_step_targets(rewards, terminated, values, last_values, gamma=0.5, lam=0.5)
+    np.testing.assert_allclose(targets[:, 0], [3.53125, 5.125, 6.5])
+    # which are GAE's advantages: deltas d = [-0.5, 0, 0.5], A_t = d_t + (gamma lam) A_{t+1}
+    np.testing.assert_allclose(advantages[:, 0], [-0.5 + 0.25 * (0.0 + 0.25 * 0.5), 0.125, 0.5])
+
+
 def test_reinforce_and_baseline_losses():
     log_probs = tf.constant([-1.0, -2.0])
     returns = tf.constant([3.0, 1.0])
