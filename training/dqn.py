@@ -329,7 +329,7 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
     def save() -> None:
         if config.checkpoint_replay:
             replay.save(checkpoints.path("replay", step, ".npz"))
-        checkpoints.save(step, evaluator, episode_returns, rng)
+        checkpoints.save(step, rng, **evaluator.state(), episode_returns=episode_returns[-100:])
 
     # Training loop.
     observation, _ = envs.reset(seed=config.seed + step)

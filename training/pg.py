@@ -318,7 +318,7 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
                 **{name: float(value) for name, value in terms.items()})
             bar.set_postfix(eval=f"{record['eval_return']:.1f}")
         if evaluator.stopped or checkpoints.due(previous, step) or step >= config.total_steps:
-            checkpoints.save(step, evaluator, episode_returns, rng,
+            checkpoints.save(step, rng, **evaluator.state(), episode_returns=episode_returns[-100:],
                              **({} if algorithm == "a2c" else {"episode_seed": episode_seed}))
         if evaluator.stopped:
             break

@@ -62,6 +62,10 @@ class Evaluator:
     def due(self, previous: int, step: int, total_steps: int) -> bool:
         return step // self.options.eval_every > previous // self.options.eval_every or step >= total_steps
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of the evaluator: training seconds and the history."""
+        return {"train_seconds": self.train_seconds, "history": self.history}
+
     def _play(self, episodes: int, seed: int) -> list[float]:
         return play_episodes(self.env, self.act, episodes, seed, self.epsilon, np.random.default_rng(seed))
 
@@ -115,9 +119,9 @@ class Evaluator:
 class Checkpoints:
     """Numbered checkpoints of an RL run in run_dir/checkpoints, the last two kept.
 
-    Variables go through tf.train.Checkpoint (`objects`); the rest of the loop's state
-    (training seconds, evaluation history, recent episode returns, the numpy generator and
-    what the caller adds) goes to state-STEP.json beside it. Files the caller writes as
+    Variables go through tf.train.Checkpoint (`objects`); the rest of the loop's state (a
+    numpy generator's, and what the caller passes: the evaluator's `state()`, recent episode
+    returns) goes to state-STEP.json beside it. Files the caller writes as
     NAME-STEP.* (`path`) are pruned with their checkpoint.
     """
 
@@ -134,7 +138,7 @@ class Checkpoints:
     def path(self, name: str, step: int, suffix: str) -> Path:
         return self.directory / f"{name}-{step}{suffix}"
 
-    def restore(self, rng: np.random.Generator) -> tuple[int, dict]:
+    def restore(self, rng: np.random.Generator | None = None) -> tuple[int, dict]:
         """Restore the latest checkpoint, if any, and `rng`'s state: (its step, its state), or (0, {})."""
         latest = self.manager.latest_checkpoint
         if not latest:
@@ -142,7 +146,8 @@ class Checkpoints:
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         step = int(latest.rsplit("-", 1)[1])
         state = read_json(self.path("state", step, ".json"))
-        rng.bit_generator.state = state["rng"]
+        if rng is not None:
+            rng.bit_generator.state = state["rng"]
         return step, state
 
     def finished_metrics(self, step: int) -> dict | None:
@@ -153,12 +158,10 @@ class Checkpoints:
             return read_json(metrics)
         return None
 
-    def save(self, step: int, evaluator: Evaluator, episode_returns: list[float], rng: np.random.Generator,
-             **state) -> None:
-        """Save the variables and the loop's state at `step` (plus `state`, JSON values)."""
-        write_json(self.path("state", step, ".json"), {
-            "step": step, "train_seconds": evaluator.train_seconds, "history": evaluator.history,
-            "episode_returns": episode_returns[-100:], "rng": rng.bit_generator.state, **state})
+    def save(self, step: int, rng: np.random.Generator | None = None, **state) -> None:
+        """Save the variables, `rng`'s state and `state` (JSON values) at `step`."""
+        write_json(self.path("state", step, ".json"),
+                   {"step": step, **({"rng": rng.bit_generator.state} if rng is not None else {}), **state})
         self.manager.save(checkpoint_number=step)
         kept = {int(p.rsplit("-", 1)[1]) for p in self.manager.checkpoints}
         for path in self.directory.glob("*-*.*"):

@@ -1,0 +1,46 @@
+"""Architecture search: the reward tells good children from bad, and a search runs, resumes
+and writes what it found."""
+import json
+
+from tests.helpers import run_module
+from training import nas
+from zoo.nas import Layer
+
+
+def test_the_reward_separates_good_architectures_from_blind_ones():
+    config = nas.NASConfig()
+    splits = nas.digit_splits(config.validation_fraction)
+    assert len(splits.train[0]) + len(splits.validation[0]) + len(splits.test[0]) == 1797
+    # 1x1 kernels see one pixel at a time, and the global average pool erases where it was
+    blind = nas.train_child((Layer(8, 1, False),) * 3, splits, config)
+    seeing = nas.train_child((Layer(32, 5, False), Layer(32, 3, True), Layer(32, 3, False)), splits, config)
+    assert blind["validation_accuracy"] < 0.3 < 0.7 < seeing["validation_accuracy"], (blind, seeing)
+    assert nas.train_child((Layer(8, 1, False),) * 3, splits, config) == blind  # seeded: the same reward
+
+
+def test_smoke_search_writes_its_findings_and_does_not_run_twice(tmp_path):
+    result = run_module("-m", "training", "nas", "--preset", "smoke", "--no_progress", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "best architecture: conv" in result.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert metrics["architectures_sampled"] == 4 and 1 <= metrics["children_trained"] <= 4
+    assert [r["step"] for r in history] == [1, 2]
+    best = max(c["validation_accuracy"] for r in history for c in r["children"])
+    assert metrics["best_validation_accuracy"] == best
+    assert (tmp_path / "run" / "nas_rewards.png").stat().st_size > 0
+    again = run_module("-m", "training", "nas", "--preset", "smoke", "--no_progress", "--out", str(tmp_path / "run"))
+    assert again.returncode == 0 and "already trained" in again.stdout
+
+
+def test_a_search_resumes_from_its_last_step(tmp_path):
+    run_dir = tmp_path / "run"
+    whole = nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
+    # as if it had died after its first controller step
+    for path in (run_dir / "checkpoints").glob("*-2*"):
+        path.unlink()
+    (run_dir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    (run_dir / "metrics.json").unlink()
+    resumed = nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
+    # the same draws, rewards and update: the same search
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
