@@ -5,7 +5,8 @@ import sys
 from quiet import quiet_tensorflow
 
 FAMILIES = {"vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn",
-            "bandits": "training.bandits", "nas": "training.nas", "reinforce": "training.pg", "reinforce_baseline": "training.pg", "a2c": "training.pg"}  # family -> module with main(argv)
+            "bandits": "training.bandits", "nas": "training.nas", "reinforce": "training.pg", "reinforce_baseline": "training.pg", "a2c": "training.pg",
+            "pg_compare": "training.pg_compare"}  # family -> module with main(argv)
 
 
 def main(argv: list[str]) -> int:

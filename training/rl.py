@@ -92,9 +92,12 @@ class Evaluator:
 
     def finish(self, run_dir: Path, step: int, total_steps: int, episode_returns: list[float], title: str,
                **extra) -> dict:
-        """The final evaluation (unless stop_return's confirmation was it), metrics.json,
-        history.json and learning_curves.png; returns the metrics."""
+        """The final evaluation (unless stop_return's confirmation was it) beside a uniformly
+        random policy's return on the same starts, metrics.json, history.json and
+        learning_curves.png; returns the metrics."""
         final = self.final or self._play(self.options.final_eval_episodes, self.seed + 20_000)
+        self.env.action_space.seed(self.seed)
+        random = play_episodes(self.env, self.act, self.options.final_eval_episodes, self.seed + 20_000, epsilon=1.0)
         solved = next((r for r in self.history if self.threshold is not None and r["eval_return"] >= self.threshold),
                       None)
         metrics = {
@@ -102,7 +105,8 @@ class Evaluator:
             "steps_per_second": step / self.train_seconds if self.train_seconds else None,
             "stopped_early": step < total_steps,
             "final_eval_return": float(np.mean(final)), "final_eval_return_std": float(np.std(final)),
-            "final_eval_episodes": len(final), "reward_threshold": self.threshold,
+            "final_eval_episodes": len(final), "random_policy_return": float(np.mean(random)),
+            "reward_threshold": self.threshold,
             "first_solved_step": solved["step"] if solved else None,
             "first_solved_seconds": solved["train_seconds"] if solved else None,
             "best_eval_return": max(r["eval_return"] for r in self.history),
