@@ -14,6 +14,7 @@ def test_smoke_runs_learn_cartpole(algorithm, tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     # an untrained policy's greedy action is nearly constant (about 10 steps); random play lasts about 22
     assert max(r["eval_return"] for r in history) > 40, history
+    assert 10 < metrics["random_policy_return"] < 40  # uniformly random actions, on the final evaluation's starts
     assert metrics["steps"] >= 5_000 and (tmp_path / "run" / "learning_curves.png").exists()
 
 
@@ -56,3 +57,15 @@ def test_an_interrupted_run_resumes_where_it_stopped(algorithm, tmp_path, capsys
         assert again[:len(history) - 1] == history[:-1]
     assert pg.train(algorithm, config, tmp_path / "run", progress=False) == resumed
     assert "already trained" in capsys.readouterr().out
+
+
+def test_compare_puts_the_algorithms_in_one_picture(tmp_path, capsys):
+    from training import pg_compare
+
+    assert pg_compare.main(["--out", str(tmp_path), "--seeds", "0", "--total_steps", "1500", "--eval_every", "500"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["threshold"] == 475 and set(pg_compare.VARIANTS) <= set(summary)
+    for label in pg_compare.VARIANTS:
+        assert len(summary[label]["first_reaching_step"]) == 1 and summary[label]["average_eval_return"] > 0
+    assert (tmp_path / "pg_compare.png").stat().st_size > 0
+    assert "A2C: average greedy return" in capsys.readouterr().out
