@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     play = command("play", "play a gymnasium environment with the served policy")
     play.add_argument("--env", default="CartPole-v1", help="gymnasium environment id")
     play.add_argument("--episodes", type=int, default=5)
-    play.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    play.add_argument("--seed", type=int, default=0, help="seed of the first episode (and of sampled actions)")
+    play.add_argument("--signature", default="serving_default",
+                      help="signature that acts (default: %(default)s; 'greedy' for a policy-gradient export's mode)")
     return parser
 
 
@@ -161,7 +163,8 @@ def _play(client, args, parser) -> int:
         observation, _ = env.reset(seed=args.seed + episode)
         total, done, step = 0.0, False, 0
         while not done:
-            action = client.act(args.model, [observation], seed=args.seed * 100_003 + step)[0]
+            action = client.act(args.model, [observation], seed=args.seed * 100_003 + step,
+                                signature=args.signature)[0]
             observation, reward, terminated, truncated, _ = env.step(action.item() if action.ndim == 0 else action)
             total += float(reward)
             done = terminated or truncated

@@ -62,3 +62,26 @@ def dqn_export(dqn_run, tmp_path_factory):
     from export.savedmodel import export_run
 
     return export_run(dqn_run[0], tmp_path_factory.mktemp("dqn-models"), "cartpole_dqn")
+
+
+@pytest.fixture(scope="session")
+def pg_export(tmp_path_factory):
+    """A REINFORCE-with-baseline smoke run on CartPole, exported: (run_dir, version_dir)."""
+    from export.savedmodel import export_run
+    from training import pg
+
+    run_dir = tmp_path_factory.mktemp("pg") / "run"
+    pg.train("reinforce_baseline", pg.smoke("reinforce_baseline"), run_dir, progress=False)
+    return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pg-models"), "cartpole_pg")
+
+
+@pytest.fixture(scope="session")
+def pendulum_export(tmp_path_factory):
+    """A short A2C run on Pendulum-v1 (a Gaussian policy), exported: (run_dir, version_dir)."""
+    from export.savedmodel import export_run
+    from training import pg
+
+    run_dir = tmp_path_factory.mktemp("pendulum") / "run"
+    config = pg.TrainConfig(env="Pendulum-v1", total_steps=400, eval_episodes=1, final_eval_episodes=1)
+    pg.train("a2c", config, run_dir, progress=False)
+    return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pendulum-models"), "pendulum_a2c")

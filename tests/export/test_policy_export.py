@@ -88,17 +88,6 @@ def test_tf_agents_program_plays_our_policy(dqn_export, dqn_run):
     assert played["return"] == returns[0] > 30
 
 
-@pytest.fixture(scope="module")
-def pg_export(tmp_path_factory):
-    """A REINFORCE-with-baseline smoke run on CartPole, exported: (run_dir, version_dir)."""
-    from export.savedmodel import export_run
-    from training import pg
-
-    run_dir = tmp_path_factory.mktemp("pg") / "run"
-    pg.train("reinforce_baseline", pg.smoke("reinforce_baseline"), run_dir, progress=False)
-    return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pg-models"), "cartpole_pg")
-
-
 def _session_run(version_dir, signature_name, inputs):
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
@@ -150,3 +139,33 @@ def test_tf_agents_program_plays_a_policy_gradient_export(pg_export):
     model, _ = load_run(run_dir)
     returns, actions = greedy_returns(model, [7])
     assert played["actions"] == actions and played["return"] == returns[0]
+
+
+def test_a_gaussian_policy_exports_its_distribution_and_clipped_actions(pendulum_export, tmp_path):
+    run_dir, version_dir = pendulum_export
+    _, results = verify(version_dir)
+    assert {r.name for r in results} == {"serving_default", "greedy", "distribution", "value", "action",
+                                         "get_initial_state", "get_train_step"}
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    reference_ok, output = reference_check(version_dir, tmp_path)
+    assert reference_ok, output
+
+    model, _ = load_run(run_dir)
+    observation = np.random.default_rng(1).uniform(-1, 1, size=(5, 3)).astype(np.float32)
+    outputs = model(observation)
+    distribution = _session_run(version_dir, "distribution", {"observation": observation})
+    np.testing.assert_allclose(distribution["mean"], outputs["mean"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(distribution["stddev"], outputs["stddev"].numpy(), rtol=1e-5)
+    greedy = _session_run(version_dir, "greedy", {"observation": observation})["action"]
+    np.testing.assert_allclose(greedy, np.clip(outputs["mean"].numpy(), -2, 2), rtol=1e-5, atol=1e-6)
+    seeds = np.arange(5, dtype=np.int64)
+    sampled = _session_run(version_dir, "serving_default", {"observation": observation, "seed": seeds})["action"]
+    assert sampled.shape == (5, 1) and (np.abs(sampled) <= 2).all()  # Pendulum's torque bounds
+    again = _session_run(version_dir, "serving_default", {"observation": observation, "seed": seeds})["action"]
+    np.testing.assert_array_equal(sampled, again)
+    # many seeds on one observation: mean and spread of the draws are the Gaussian's (the
+    # untrained mean is near 0, so clipping at +-2 barely touches a stddev of about 1)
+    many = _session_run(version_dir, "serving_default", {"observation": np.repeat(observation[:1], 4000, 0),
+                                                         "seed": np.arange(4000, dtype=np.int64)})["action"]
+    assert abs(many.mean() - distribution["mean"][0, 0]) < 0.1
+    assert abs(many.std() - distribution["stddev"][0, 0]) < 0.15

@@ -138,3 +138,28 @@ def test_query_play_runs_a_trained_dqn_through_the_server(start_server, dqn_expo
     served = [float(line.split()[3]) for line in play.stdout.splitlines() if line.startswith("episode ")]
     model, _ = load_run(dqn_run[0])
     assert served == greedy_returns(model, [3, 4])[0]  # the server plays exactly as the trained network
+
+
+def test_query_play_runs_policy_gradient_exports_through_the_server(start_server, pg_export, pendulum_export, tmp_path):
+    """`query play` with a sampling policy (seeded: the same seed plays the same game), its
+    greedy signature (exactly the trained network's play), and a Gaussian policy's torques."""
+    from export.savedmodel import load_run
+    from tests.export.test_policy_export import greedy_returns
+
+    config = write_config(tmp_path / "models.config", {"cartpole_pg": pg_export[1].parent,
+                                                       "pendulum_a2c": pendulum_export[1].parent})
+    server = start_server(f"--model_config_file={config}", wait_for=("cartpole_pg", "pendulum_a2c"), rest=False)
+
+    def play(*flags):
+        result = run_module("-m", "serving", "query", f"--server={server.target}", "play", "--episodes=2", *flags,
+                            timeout=300)
+        assert result.returncode == 0, result.stderr
+        return [float(line.split()[3]) for line in result.stdout.splitlines() if line.startswith("episode ")]
+
+    sampled = play("--model=cartpole_pg", "--seed=3")
+    assert play("--model=cartpole_pg", "--seed=3") == sampled
+    greedy = play("--model=cartpole_pg", "--seed=3", "--signature=greedy")
+    model, _ = load_run(pg_export[0])
+    assert greedy == greedy_returns(model, [3, 4])[0]
+    pendulum = play("--model=pendulum_a2c", "--env=Pendulum-v1")
+    assert len(pendulum) == 2 and all(-2000 < r < 0 for r in pendulum)  # 200 steps of torque costs
