@@ -69,3 +69,11 @@ def test_compare_puts_the_algorithms_in_one_picture(tmp_path, capsys):
         assert len(summary[label]["first_reaching_step"]) == 1 and summary[label]["average_eval_return"] > 0
     assert (tmp_path / "pg_compare.png").stat().st_size > 0
     assert "A2C: average greedy return" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["reinforce_baseline", "a2c"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cartpole_preset_reaches_475(algorithm, seed, tmp_path):
+    metrics = pg.train(algorithm, dataclasses.replace(pg.cartpole(algorithm), seed=seed), tmp_path, progress=False)
+    assert metrics["final_eval_return"] >= 475, metrics  # 20 fresh greedy episodes
