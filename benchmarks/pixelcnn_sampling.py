@@ -74,8 +74,8 @@ def main() -> None:
     naive_m, fast_m = statistics.median(naive_s), statistics.median(fast_s)
     print(f"Gated PixelCNN, {config.filters} filters, {config.layers + 1} gated layers, 16 images of 28x28x1, "
           f"median of {rounds}")
-    print(f"| sampler | seconds | per image |")
-    print(f"|---|---|---|")
+    print("| sampler | seconds | per image |")
+    print("|---|---|---|")
     print(f"| naive (784 full passes) | {naive_m:.2f} | {naive_m / 16:.3f} |")
     print(f"| fast (cached) | {fast_m:.2f} | {fast_m / 16:.3f} |")
     print(f"speed-up: {naive_m / fast_m:.1f}x (aim >= 20x); same samples: {same}")

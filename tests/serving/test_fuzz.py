@@ -7,7 +7,6 @@ server must answer a good request afterwards.
 import json
 
 import grpc
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import run_module
 from training import dqn
 from training.dqn import ReplayMemory, TrainConfig, epsilon_at, make_update
-from zoo.dqn import DQNConfig, QNetwork
+from zoo.dqn import QNetwork
 
 
 def test_replay_memory_wraps_around_and_samples_what_was_stored(tmp_path):
