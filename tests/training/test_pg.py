@@ -77,3 +77,15 @@ def test_compare_puts_the_algorithms_in_one_picture(tmp_path, capsys):
 def test_cartpole_preset_reaches_475(algorithm, seed, tmp_path):
     metrics = pg.train(algorithm, dataclasses.replace(pg.cartpole(algorithm), seed=seed), tmp_path, progress=False)
     assert metrics["final_eval_return"] >= 475, metrics  # 20 fresh greedy episodes
+
+
+def test_annealing_takes_the_step_size_linearly_to_zero(tmp_path):
+    import tensorflow as tf
+
+    config = dataclasses.replace(pg.smoke("a2c"), total_steps=800, anneal_learning_rate=True, eval_every=400,
+                                 eval_episodes=1, final_eval_episodes=1)
+    pg.train("a2c", config, tmp_path, progress=False)
+    reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints"))
+    # updates every 16 x 5 = 80 steps; the last one starts at step 720: 3e-3 * (1 - 720 / 800)
+    learning_rate = reader.get_tensor("optimizer/learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
+    assert float(learning_rate) == pytest.approx(3e-4, rel=1e-4)
