@@ -4,9 +4,11 @@ import sys
 
 from quiet import quiet_tensorflow
 
-FAMILIES = {"vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn",
-            "bandits": "training.bandits", "nas": "training.nas", "reinforce": "training.pg", "reinforce_baseline": "training.pg", "a2c": "training.pg",
-            "pg_compare": "training.pg_compare"}  # family -> module with main(argv)
+FAMILIES = {  # family -> module with main(argv); one module may serve several algorithms
+    "vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn", "bandits": "training.bandits",
+    "reinforce": "training.pg", "reinforce_baseline": "training.pg", "a2c": "training.pg",
+    "pg_compare": "training.pg_compare", "nas": "training.nas",
+}
 
 
 def main(argv: list[str]) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +31,7 @@ import zoo
 from training.config import flat_dict, parse_config
 from training.envs import AtariOptions, discrete_actions, make_env, make_vector_env
 from training.loop import check_resumable
-from training.rl import Checkpoints, RLOptions, Evaluator
+from training.rl import Checkpoints, Evaluator, RLOptions
 from training.runtime import UserError, write_json
 from zoo.dqn import DQNConfig, QNetwork, td_loss, td_target
 
@@ -304,8 +303,8 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
                                       global_clipnorm=config.max_grad_norm)
     optimizer.build(online.trainable_variables)
     replay = ReplayMemory(config.buffer_size, model_config.observation_shape, model_config.observation_dtype)
-    checkpoints = Checkpoints(run_dir, config.checkpoint_every, **zoo.checkpointed(online), target_variables=list(target.variables),
-                              optimizer=optimizer)
+    checkpoints = Checkpoints(run_dir, config.checkpoint_every, **zoo.checkpointed(online),
+                              target_variables=list(target.variables), optimizer=optimizer)
     rng = np.random.default_rng(config.seed)
     step, state = checkpoints.restore(rng)
     if checkpoints.path("replay", step, ".npz").exists():
@@ -337,7 +336,6 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
     loss = q_mean = float("nan")
     bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress,
                dynamic_ncols=True, desc=f"dqn {config.env}")
-    evaluator.started = time.perf_counter()
     while step < config.total_steps:
         # ALGO LOGIC: act epsilon-greedily, store the transition.
         epsilon = 1.0 if step < refill_until else epsilon_at(step, config)

@@ -78,8 +78,9 @@ class TrainConfig(RLOptions):
     """A2C: weight of the entropy bonus."""
     seed: int = 0
     """Seed of initialisation, sampling and environment resets."""
-    jit_compile: bool = True
-    """Compile the update with XLA."""
+    jit_compile: bool = False
+    """A2C: compile the update with XLA (its compile, about 1 s here, outweighs what it saves
+    in a CartPole run; REINFORCE's batches vary in length, so it never compiles)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -100,10 +101,9 @@ def cartpole(algorithm: str) -> TrainConfig:
     """CartPole-v1, each algorithm with the settings it was measured with (README)."""
     if algorithm == "a2c":
         # seeds 0, 1, 2 reach 475 at 8k, 6k, 15k steps, after 0.6, 0.5, 0.8 s: 16 environments
-        # halve the updates per step (each costs about 1 ms); XLA's compile (about 1 s) would
-        # cost more than it saves in runs this short
+        # halve the updates per step (each costs about 1 ms)
         return TrainConfig(learning_rate=3e-3, entropy_weight=0.01, num_envs=16, n_steps=5, stop_return=475.0,
-                           total_steps=100_000, jit_compile=False)
+                           total_steps=100_000)
     critic = "separate" if algorithm == "reinforce_baseline" else "none"
     return TrainConfig(model=PolicyConfig(critic=critic), learning_rate=3e-3, episodes_per_update=2,
                        normalize_returns=algorithm == "reinforce", stop_return=475.0, total_steps=100_000)
@@ -124,7 +124,7 @@ def pendulum() -> TrainConfig:
     constant step size one seed of three ended at -362)."""
     return TrainConfig(env="Pendulum-v1", gamma=0.9, gae_lambda=0.9, reward_scale=0.1, num_envs=16, n_steps=8,
                        learning_rate=1e-3, anneal_learning_rate=True, entropy_weight=0.0, total_steps=2_000_000,
-                       eval_every=50_000, checkpoint_every=200_000, jit_compile=False)
+                       eval_every=50_000, checkpoint_every=200_000)
 
 
 def smoke(algorithm: str) -> TrainConfig:
@@ -261,7 +261,7 @@ def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool 
     policy = NumpyPolicy(network, {v.path: v.numpy() for v in network.trainable_variables})
     evaluator = Evaluator(config, eval_env, lambda observation: to_env(policy.act(observation, None)), config.seed,
                           history=state.get("history"), train_seconds=state.get("train_seconds", 0.0))
-    episode_returns, terms = state.get("episode_returns", []), {}
+    episode_returns = state.get("episode_returns", [])
     update = make_update(network, optimizer, algorithm, config)  # traced here: on the training clock
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
     bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress, dynamic_ncols=True,

@@ -125,23 +125,24 @@ class Controller(keras.Model):
                 inputs = self.embeddings[t](choice)
         return distributions
 
-    def sample(self, batch: int, seed: int) -> np.ndarray:
-        """`batch` architectures' choice indices [batch, num_decisions], the same for the same seed."""
+    def _decide(self, batch: int, pick) -> np.ndarray:
+        """Choice indices [batch, num_decisions], each picked by `pick(t, distribution)`."""
         choices = []
 
-        def draw(t, distribution):
-            choice = tf.cast(distribution.sample(seed=tf.constant([seed, t], tf.int32)), tf.int32)
-            choices.append(choice)
-            return choice
+        def choose(t, distribution):
+            choices.append(tf.cast(pick(t, distribution), tf.int32))
+            return choices[-1]
 
-        self._unroll(batch, draw)
+        self._unroll(batch, choose)
         return tf.stack(choices, axis=1).numpy()
+
+    def sample(self, batch: int, seed: int) -> np.ndarray:
+        """`batch` architectures' choice indices [batch, num_decisions], the same for the same seed."""
+        return self._decide(batch, lambda t, distribution: distribution.sample(seed=tf.constant([seed, t], tf.int32)))
 
     def mode(self) -> np.ndarray:
         """The choice indices [num_decisions] picked by taking each decision's most likely option."""
-        choices = []
-        self._unroll(1, lambda t, distribution: choices.append(tf.cast(distribution.mode(), tf.int32)) or choices[-1])
-        return tf.stack(choices, axis=1).numpy()[0]
+        return self._decide(1, lambda t, distribution: distribution.mode())[0]
 
     def log_prob_and_entropy(self, choices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """log pi(architecture) and the summed entropy of its decisions, each [batch], for given choices."""

@@ -36,13 +36,22 @@ def greedy_returns(model, seeds):
     return returns, first_actions
 
 
-def test_dqn_export_loads_as_the_server_loads_it(dqn_export, dqn_run, tmp_path):
-    version_dir, results = verify(dqn_export)
-    assert {r.name for r in results} == {"serving_default", "q_values", "action", "get_initial_state",
-                                         "get_train_step"}
+def assert_loads_with(export, signatures: set[str], tmp_path):
+    """verify() finds exactly `signatures`, all answering as declared, and the server's loader
+    takes the export; returns the version directory verify() checked."""
+    version_dir, results = verify(export)
+    assert {r.name for r in results} == signatures
     assert all(r.ok for r in results), [r for r in results if not r.ok]
     reference_ok, output = reference_check(version_dir, tmp_path)
     assert reference_ok, output
+    return version_dir
+
+
+TF_AGENTS_SIGNATURES = {"action", "get_initial_state", "get_train_step"}
+
+
+def test_dqn_export_loads_as_the_server_loads_it(dqn_export, dqn_run, tmp_path):
+    version_dir = assert_loads_with(dqn_export, {"serving_default", "q_values", *TF_AGENTS_SIGNATURES}, tmp_path)
     card = json.loads((version_dir / "assets.extra" / "model_card.json").read_text())
     assert card["family"] == "dqn" and card["train_steps"] == 4000
     assert card["metrics"]["final_eval_return"] == dqn_run[1]["final_eval_return"]
@@ -101,12 +110,8 @@ def _session_run(version_dir, signature_name, inputs):
 
 def test_policy_gradient_export_samples_per_seed_and_acts_greedily(pg_export, tmp_path):
     run_dir, version_dir = pg_export
-    _, results = verify(version_dir)
-    assert {r.name for r in results} == {"serving_default", "greedy", "probabilities", "value", "action",
-                                         "get_initial_state", "get_train_step"}
-    assert all(r.ok for r in results), [r for r in results if not r.ok]
-    reference_ok, output = reference_check(version_dir, tmp_path)
-    assert reference_ok, output
+    assert_loads_with(version_dir, {"serving_default", "greedy", "probabilities", "value", *TF_AGENTS_SIGNATURES},
+                      tmp_path)
 
     model, _ = load_run(run_dir)
     observation = np.random.default_rng(0).normal(scale=0.1, size=(6, 4)).astype(np.float32)
@@ -143,12 +148,8 @@ def test_tf_agents_program_plays_a_policy_gradient_export(pg_export):
 
 def test_a_gaussian_policy_exports_its_distribution_and_clipped_actions(pendulum_export, tmp_path):
     run_dir, version_dir = pendulum_export
-    _, results = verify(version_dir)
-    assert {r.name for r in results} == {"serving_default", "greedy", "distribution", "value", "action",
-                                         "get_initial_state", "get_train_step"}
-    assert all(r.ok for r in results), [r for r in results if not r.ok]
-    reference_ok, output = reference_check(version_dir, tmp_path)
-    assert reference_ok, output
+    assert_loads_with(version_dir, {"serving_default", "greedy", "distribution", "value", *TF_AGENTS_SIGNATURES},
+                      tmp_path)
 
     model, _ = load_run(run_dir)
     observation = np.random.default_rng(1).uniform(-1, 1, size=(5, 3)).astype(np.float32)
