@@ -76,3 +76,63 @@ def test_short_corridor_optimum_in_closed_form_in_the_model_and_by_monte_carlo()
     returns = monte_carlo_returns("ShortCorridor-v0", lambda obs, rng: int(rng.random() < p_star), 4_000, seed=0)
     standard_error = returns.std() / math.sqrt(len(returns))
     assert abs(returns.mean() - v_star) < 4 * standard_error < 0.6
+
+
+N, E, S, W = range(4)
+
+
+def observation_policy(world, choose) -> np.ndarray:
+    """[S, A]: the policy that acts by `choose(observation) -> distribution over actions` in every state."""
+    return np.array([choose(tuple(world.observe(s))) for s in range(len(world.cells))], np.float64)
+
+
+def test_aliased_grid_world_best_deterministic_policy_gets_stuck_and_a_coin_in_the_grey_cells_wins():
+    """Top cells 0-4 (1 and 3 grey), the money under cell 2, skulls under 0 and 4. Exact returns
+    over the 50-step limit, for all 4^4 = 256 deterministic policies of the four observations
+    the top cells make (walls N+W, N+S for both grey cells, N, N+E).
+
+    Best deterministic: E in both grey cells, E in cell 0, S in cell 2. From cells 0, 1, 2 it
+    reaches the money in 3, 2, 1 moves: -1 a move and +10 for the last, 8, 9, 10. From cells 3
+    and 4 it is stuck until the limit (shuttling between them, or bumping into cell 4's walls
+    N or E): -50 each; a skull (-100) is worse. Mean over the 5 starts: (8 + 9 + 10 - 50 - 50)
+    / 5 = -14.6. The mirror image (W in the grey cells and in cell 4) does as well.
+
+    A fair coin in the grey cells (the rest as above): expected moves to the money from cell i,
+    t2 = 1, t1 = 1 + (t2 + t0)/2 and t0 = 1 + t1, so t1 = 4, t0 = 5 (t3 = 4, t4 = 5 by symmetry);
+    the return is 11 - t, on average 11 - (5 + 4 + 1 + 4 + 5)/5 = 7.2 (less a truncation
+    effect below 1e-5: the coin fails 24 times running with probability 2^-24)."""
+    env = gym.make("AliasedGridWorld-v0")
+    world, horizon = env.unwrapped, gym.spec("AliasedGridWorld-v0").max_episode_steps
+    top = [tuple(world.observe(s)) for s in range(5)]
+    kinds = list(dict.fromkeys(top))  # the distinct observations of the top cells, in order
+    assert len(kinds) == 4 and top[1] == top[3] == (1.0, 0.0, 1.0, 0.0)  # the grey cells alias
+
+    best_return, best = -np.inf, {}
+    for actions in np.ndindex(4, 4, 4, 4):  # the action of each kind of top cell
+        policy = observation_policy(world, lambda o: np.eye(4)[actions[kinds.index(o)] if o in kinds else 0])
+        values = evaluate_policy(env, policy, horizon)
+        expected = world.initial_state_distrib @ values
+        if expected > best_return + 1e-9:
+            best_return, best = expected, {}
+        if expected > best_return - 1e-9:
+            best[actions] = values[:5]
+    assert best_return == pytest.approx(-14.6)
+    # the best: (cell 0, grey, cell 2, cell 4) = (E, E, S, any but S) or (any but S, W, S, W)
+    assert set(best) == {(E, E, S, a) for a in (N, E, W)} | {(a, W, S, W) for a in (N, E, W)}
+    np.testing.assert_allclose(best[E, E, S, N], [8, 9, 10, -50, -50])  # stuck right of the money
+    np.testing.assert_allclose(best[W, W, S, W], [-50, -50, 10, 9, 8])  # stuck left of it
+
+    choice = {kinds[0]: np.eye(4)[E], kinds[1]: np.array([0, 0.5, 0, 0.5]), kinds[2]: np.eye(4)[S],
+              kinds[3]: np.eye(4)[W]}
+    coin = observation_policy(world, lambda o: choice.get(o, np.eye(4)[N]))
+    values = evaluate_policy(env, coin, horizon)
+    np.testing.assert_allclose(values[:5], [11 - 5, 11 - 4, 11 - 1, 11 - 4, 11 - 5], atol=1e-5)
+    assert world.initial_state_distrib @ values == pytest.approx(7.2, abs=1e-5)
+
+    # Monte-Carlo on the environment itself: 2,000 episodes each, within 4 standard errors
+    def act(policy_of_observation):
+        return lambda obs, rng: int(rng.choice(4, p=policy_of_observation[tuple(obs)]))
+
+    for policy_of_observation, exact in ((choice, 7.2), ({**choice, kinds[1]: np.eye(4)[E]}, -14.6)):
+        returns = monte_carlo_returns("AliasedGridWorld-v0", act(policy_of_observation), 2_000, seed=1)
+        assert abs(returns.mean() - exact) < 4 * returns.std() / math.sqrt(len(returns)) + 1e-9
