@@ -136,3 +136,29 @@ def test_aliased_grid_world_best_deterministic_policy_gets_stuck_and_a_coin_in_t
     for policy_of_observation, exact in ((choice, 7.2), ({**choice, kinds[1]: np.eye(4)[E]}, -14.6)):
         returns = monte_carlo_returns("AliasedGridWorld-v0", act(policy_of_observation), 2_000, seed=1)
         assert abs(returns.mean() - exact) < 4 * returns.std() / math.sqrt(len(returns)) + 1e-9
+
+
+def test_star_grid_value_iteration_is_exact_and_q_learning_finds_an_optimal_policy():
+    """Layout (zoo/worlds.py): stars at (0, 4) and (3, 0). A cell d moves from the nearest star is
+    worth -1 for each of the first d - 1 moves and +10 for the last, discounted:
+    V(d) = -(1 + gamma + ... + gamma^(d-2)) + 10 gamma^(d-1). Shortest paths, by hand:
+    (0, 3) and (2, 0): 1 move; (0, 0): S, S, S = 3; (2, 2): W, W, S = 3; (4, 2): W, W, N = 3;
+    (4, 4): N, W, N, N, N, E = 6 (round the walls at (4, 3), (2, 4); the star at (3, 0) is 7 away)."""
+    env = gym.make("StarGrid-v0")
+    world = env.unwrapped
+    cells = {(0, 3): 1, (2, 0): 1, (0, 0): 3, (2, 2): 3, (4, 2): 3, (4, 4): 6}
+    undiscounted, _, _ = value_iteration(env, gamma=1.0)
+    for cell, d in cells.items():
+        assert undiscounted[world.state_of(*cell)] == 11 - d  # -(d - 1) + 10: 10, 8, 5
+    values, q_star, _ = value_iteration(env, gamma=0.9)
+    hand = {1: 10.0,
+            3: -1 - 0.9 + 10 * 0.81,  # 6.2
+            6: -(1 + 0.9 + 0.81 + 0.729 + 0.6561) + 10 * 0.59049}  # -4.0951 + 5.9049 = 1.8098
+    for cell, d in cells.items():
+        assert values[world.state_of(*cell)] == pytest.approx(hand[d], abs=1e-9)
+    assert q_star[world.state_of(4, 4)].argmax() == N  # the only move towards a star
+
+    q_values = q_learning(env, episodes=3_000, gamma=0.9, alpha=0.5, epsilon=0.2, seed=0)
+    free = [s for s, (r, c) in enumerate(world.cells) if world.layout[r][c] != "*"]
+    greedy = q_values[free].argmax(axis=1)
+    np.testing.assert_allclose(q_star[free, greedy], values[free], atol=1e-9)  # optimal in every cell
