@@ -9,6 +9,15 @@ comparison: the environment's own cost dominates) and accumulates the rewards. R
 the first call's seconds (tracing, and XLA's compile, included) and the median environment
 steps per second of `--repeats` further calls. gymnasium's rows: one environment stepped in a
 Python loop, and for CartPole its numpy-vectorized CartPoleVectorEnv with 512 environments.
+
+    .venv/bin/python benchmarks/tf_envs.py --agreement
+
+measures instead how long whole trajectories agree with gymnasium's (the figures quoted in
+tests/zoo/test_tf_envs.py and docs/environments.md): for seeds 0-9, 1,000 steps each, ours
+and gymnasium's own float64 run with its state rounded to float32 after every step, each
+against gymnasium, from the same start states with the same actions; printed: the step of
+each episode at which the first departure beyond 1e-4 comes (counted from the episode's
+start; the comparison stops there), and how many episodes agree whole.
 """
 from __future__ import annotations
 
@@ -110,11 +119,41 @@ def measure_gymnasium_vector(repeats: int, num_envs: int = 512, steps: int = 2_0
     return statistics.median(rates)
 
 
+def departures(env_id: str, kind: str, seeds: range = range(10), tolerance: float = 1e-4) -> None:
+    """Print, for ours and for float32-rounded gymnasium, where episodes first depart from gymnasium."""
+    from tests.zoo.test_tf_envs import gymnasium_run, tf_trajectory
+
+    env, found = tf_envs.make(env_id), {"ours": ([], 0), "gymnasium, float32 state": ([], 0)}
+    for seed in seeds:
+        starts = env.start(tf.fill([100], tf.constant(seed, tf.int64)), tf.range(100)).numpy()
+        theirs = gymnasium_run(env_id, [kind], 1000, seed, starts)
+        ours = {k: v.numpy() for k, v in tf_trajectory(env_id)(tf.constant(seed, tf.int64), theirs["action"]).items()}
+        rounded = gymnasium_run(env_id, [kind], 1000, seed, starts, actions=theirs["action"], float32_state=True)
+        for name, other in (("ours", ours), ("gymnasium, float32 state", rounded)):
+            error = np.maximum(np.abs(other["observation"] - theirs["observation"]).max(axis=1),
+                               np.abs(other["reward"] - theirs["reward"]))
+            bad = (error > tolerance) | (other["terminated"] != theirs["terminated"]) | (
+                other["truncated"] != theirs["truncated"])
+            first = np.flatnonzero(bad)[:1]
+            ends = np.flatnonzero(theirs["terminated"] | theirs["truncated"])
+            whole = int((ends < first[0]).sum()) if len(first) else len(ends)
+            steps, agreed = found[name]
+            found[name] = (steps + [int(theirs["index"][i]) for i in first], agreed + whole)
+    for name, (steps, whole) in found.items():
+        print(f"{env_id} {kind}, {name}: departs at steps {sorted(steps)} of an episode; {whole} episodes agree whole")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", default=",".join(tf_envs.ENVIRONMENTS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--agreement", action="store_true", help="how long whole trajectories agree with gymnasium's")
     args = parser.parse_args(argv)
+    if args.agreement:
+        for env_id, kind in (("CartPole-v1", "random"), ("CartPole-v1", "balance"), ("Acrobot-v1", "random"),
+                             ("Acrobot-v1", "pump"), ("Pendulum-v1", "random")):
+            departures(env_id, kind)
+        return
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     print(f"{'environment':<13} {'batch':<7} {'XLA':<4} {'first call s':>12} {'steps/s':>12}")
     for env_id in args.envs.split(","):

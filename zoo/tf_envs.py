@@ -116,7 +116,9 @@ class TFEnv:
         episodes = tf.zeros_like(seed, tf.int32)
         physics = self.start(seed, episodes)
         observation = self.observe(physics)
-        return EnvState(physics, tf.zeros_like(episodes), episodes + 1, seed, observation), observation
+        state = EnvState(physics=physics, steps=tf.zeros_like(episodes), episodes=episodes + 1, seed=seed,
+                         final_observation=observation)
+        return state, observation
 
     def step(self, state: EnvState, action: tf.Tensor
              ) -> tuple[EnvState, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -134,8 +136,8 @@ class TFEnv:
         fresh = self.start(state.seed, state.episodes)  # drawn in every row, used where done
         physics = tf.where(done[..., None], fresh, next_physics)
         observation = tf.where(done[..., None], self.observe(fresh), reached)
-        state = EnvState(physics, tf.where(done, 0, steps), state.episodes + tf.cast(done, tf.int32), state.seed,
-                         reached)
+        state = EnvState(physics=physics, steps=tf.where(done, 0, steps),
+                         episodes=state.episodes + tf.cast(done, tf.int32), seed=state.seed, final_observation=reached)
         return state, observation, reward, terminated, truncated
 
 

@@ -40,11 +40,14 @@ def physics_of(env_id: str, gym_state) -> np.ndarray:
     return state.astype(np.float32)
 
 
-def gymnasium_run(env_id: str, policies: list[str], steps: int, seed: int, starts: np.ndarray | None = None) -> dict:
+def gymnasium_run(env_id: str, policies: list[str], steps: int, seed: int, starts: np.ndarray | None = None,
+                  actions: np.ndarray | None = None, float32_state: bool = False) -> dict:
     """`steps` steps of gymnasium's registered environment (with its TimeLimit), episode k acting
-    with policies[min(k, last)]. Each episode starts from starts[k] when given (set into
-    env.unwrapped.state), else from gymnasium's own reset. Returns, per step: the state before
-    it, the step's index in its episode, the action, and what gymnasium returned."""
+    with policies[min(k, last)], or replaying `actions`. Each episode starts from starts[k] when
+    given (set into env.unwrapped.state), else from gymnasium's own reset; `float32_state`
+    rounds the state to float32 after every step (float64 arithmetic, float32 storage).
+    Returns, per step: the state before it, the step's index in its episode, the action, and
+    what gymnasium returned."""
     env, tf_env = gym.make(env_id), tf_envs.make(env_id)
     rng = np.random.default_rng(seed)
     record = {k: [] for k in ("state", "index", "action", "observation", "reward", "terminated", "truncated")}
@@ -58,12 +61,14 @@ def gymnasium_run(env_id: str, policies: list[str], steps: int, seed: int, start
         return observation, policy(policies[min(episode, len(policies) - 1)], env_id, rng)
 
     observation, act = begin()
-    for _ in range(steps):
-        action = act(observation)
+    for t in range(steps):
+        action = act(observation) if actions is None else actions[t]
         record["state"].append(np.array(env.unwrapped.state, np.float64))
         record["index"].append(index)
         record["action"].append(action)
         observation, reward, terminated, truncated, _ = env.step(action)
+        if float32_state:
+            env.unwrapped.state = np.asarray(env.unwrapped.state, np.float32).astype(np.float64)
         for key, value in zip(("observation", "reward", "terminated", "truncated"),
                               (observation, reward, terminated, truncated)):
             record[key].append(value)
@@ -119,7 +124,8 @@ WHOLE_TOLERANCE = 1e-4
 # For how many steps from its start each episode of a whole trajectory must agree to 1e-4:
 # half the fewest after which any episode of seeds 0-9 departed (1,000 random actions each),
 # ours or gymnasium's own with its state rounded to float32 after every step. CartPole's
-# random episodes (under 100 steps) never departed.
+# random episodes (under 100 steps) never departed. Measured by
+# `python benchmarks/tf_envs.py --agreement`.
 AGREES_FOR = {"CartPole-v1": 500, "Acrobot-v1": 155, "Pendulum-v1": 36}
 
 
