@@ -16,6 +16,7 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+import zoo.worlds  # noqa: F401  registers ShortCorridor-v0, AliasedGridWorld-v0, StarGrid-v0
 from training.runtime import UserError
 
 
