@@ -11,12 +11,13 @@ their sign (training only).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 
-from training.runtime import UserError
+from rundir import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +57,15 @@ def make_env(env_id: str, atari: AtariOptions = AtariOptions(), *, training: boo
             terminal_on_life_loss=atari.terminal_on_life_loss and training, grayscale_obs=True)
         env = gym.wrappers.FrameStackObservation(env, atari.frame_stack)
         channels_last = gym.spaces.Box(0, 255, (84, 84, atari.frame_stack), np.uint8)
-        env = gym.wrappers.TransformObservation(env, lambda frames: np.moveaxis(frames, 0, -1), channels_last)
+        env = gym.wrappers.TransformObservation(env, frames_last, channels_last)
         if atari.clip_rewards and training:
             env = gym.wrappers.TransformReward(env, np.sign)
     return env
+
+
+def frames_last(frames: np.ndarray) -> np.ndarray:
+    """[frames, 84, 84] -> [84, 84, frames]: stacked frames as channels (a module function, so environments pickle)."""
+    return np.moveaxis(frames, 0, -1)
 
 
 def make_vector_env(env_id: str, num_envs: int, atari: AtariOptions = AtariOptions(), *,
@@ -78,7 +84,7 @@ def make_vector_env(env_id: str, num_envs: int, atari: AtariOptions = AtariOptio
             pass
         else:
             return gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, atari)] * num_envs)
+    return gym.vector.SyncVectorEnv([functools.partial(make_env, env_id, atari)] * num_envs)
 
 
 def discrete_actions(env: gym.Env | gym.vector.VectorEnv, env_id: str) -> int:

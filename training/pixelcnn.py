@@ -2,7 +2,7 @@
 
     python -m training pixelcnn --preset demo --out runs/pixelcnn-demo [--key=value ...]
 
-The loop is training/loop.py's; here are the presets, the final metrics (held-out NLL in
+The loop is training/image_loop.py's; here are the presets, the final metrics (held-out NLL in
 nats and bits per dimension) and the pictures (samples, completions, learning curves).
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from training import loop, plots
+from training import image_loop, plots
 from training.data import ImageData
-from training.loop import RunOptions
+from training.image_loop import RunOptions
 from zoo.pixelcnn import PixelCNN, PixelCNNConfig
 
 
@@ -66,9 +66,9 @@ def grey() -> TrainConfig:
 PRESETS = {"smoke": smoke, "demo": demo, "mnist": mnist, "grey": grey}
 
 
-def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
-    """Train (or resume) a PixelCNN into `run_dir`; return the final metrics, also written to metrics.json."""
-    return loop.train(config, run_dir, FAMILY, progress=progress)
+def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train (or resume) a PixelCNN into the run directory `out`; return the final metrics (also in metrics.json)."""
+    return image_loop.train(config, out, FAMILY, progress=progress)
 
 
 def final_metrics(model: PixelCNN, config: TrainConfig, data: ImageData, test_images: np.ndarray,
@@ -103,11 +103,11 @@ def draw_pictures(model: PixelCNN, config: TrainConfig, data: ImageData, test_im
                           "-log p(x) (nats per image)")
 
 
-FAMILY = loop.Family("pixelcnn", PixelCNN, final_metrics, draw_pictures)
+FAMILY = image_loop.ImageFamily("pixelcnn", PixelCNN, final_metrics, draw_pictures)
 
 
 def main(argv: list[str] | None = None) -> int:
-    metrics, run_dir = loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
+    metrics, run_dir = image_loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
     for key in ("test_nll", "test_bits_per_dim", "images_per_second_median"):
         print(f"{key}: {metrics[key]:.3f}")
     print(f"(held-out, {metrics['data']})")

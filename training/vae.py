@@ -2,7 +2,7 @@
 
     python -m training vae --preset demo --out runs/vae-demo [--key=value ...]
 
-The loop is training/loop.py's; here are the VAE's config, presets, final metrics (the
+The loop is training/image_loop.py's; here are the VAE's config, presets, final metrics (the
 importance-weighted NLL bound) and pictures (samples, reconstructions, latent space).
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from training import loop, plots
+from training import image_loop, plots
 from training.data import ImageData
-from training.loop import DERIVED, RunOptions, make_train_step  # noqa: F401  (re-exported for tests and benchmarks)
+from training.image_loop import DERIVED, RunOptions, make_train_step  # noqa: F401  (re-exported for tests and benchmarks)
 from zoo.vae import VAE, VAEConfig
 
 
@@ -61,9 +61,9 @@ def mnist() -> TrainConfig:
 PRESETS = {"smoke": smoke, "demo": demo, "mnist": mnist}
 
 
-def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
-    """Train (or resume) a VAE into `run_dir`; return the final metrics, also written to metrics.json."""
-    return loop.train(config, run_dir, FAMILY, progress=progress)
+def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train (or resume) a VAE into the run directory `out`; return the final metrics (also in metrics.json)."""
+    return image_loop.train(config, out, FAMILY, progress=progress)
 
 
 def final_metrics(model: VAE, config: TrainConfig, data: ImageData, test_images: np.ndarray,
@@ -114,11 +114,11 @@ def draw_pictures(model: VAE, config: TrainConfig, data: ImageData, test_images:
                           "loss (nats per image)")
 
 
-FAMILY = loop.Family("vae", VAE, final_metrics, draw_pictures)
+FAMILY = image_loop.ImageFamily("vae", VAE, final_metrics, draw_pictures)
 
 
 def main(argv: list[str] | None = None) -> int:
-    metrics, run_dir = loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
+    metrics, run_dir = image_loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
     keys = ("test_negative_elbo", "test_iw_nll", "test_rate", "test_distortion", "images_per_second_median")
     print("\n".join(f"{key}: {metrics[key]:.2f}" for key in keys if metrics.get(key) is not None))
     if "test_iw_nll" in metrics:

@@ -132,14 +132,15 @@ def test_bad_signature_input_is_named(smoke_export, images, message):
     assert message in str(error.value)
 
 
-def test_export_of_a_run_without_checkpoint_fails_cleanly(smoke_run, tmp_path):
+def test_export_of_a_run_without_checkpoint_fails_cleanly(smoke_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    result = run_module("-m", "export", str(run_dir), "--model_base_path", str(tmp_path / "models"), "--name", "vae")
-    assert result.returncode == 1
-    assert result.stderr.strip().endswith("has no checkpoint to export; train it first "
-                                          "(the run directory must hold checkpoints/)")
-    assert "Traceback" not in result.stderr
+    status, _, err = export_cli([str(run_dir), "--model_base_path", str(tmp_path / "models"), "--name", "vae"],
+                                capsys)
+    assert status == 1
+    err = err.strip()
+    assert err.endswith("has no checkpoint to export; train it first (the run directory must hold checkpoints/)")
+    assert "\n" not in err
     assert not list((tmp_path / "models").rglob("saved_model.pb"))
 
 
@@ -159,7 +160,19 @@ def test_a_failed_export_leaves_no_version_behind(smoke_run, tmp_path, monkeypat
     assert list((tmp_path / "vae").iterdir()) == []  # no staging directory either
 
 
-def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(tmp_path):
+def export_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`python -m export ...` in-process: (exit status, stdout, stderr)."""
+    from export.__main__ import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(tmp_path, capsys):
     import keras
 
     # A Keras 3 model inside a bare tf.Module, saved with tf.saved_model.save: eager loading
@@ -179,11 +192,11 @@ def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(tm
     except ExportError:
         ours_ok = False
     assert ours_ok is reference_ok is False
-    result = run_module("-m", "export", "verify", str(tmp_path / "broken"))
-    assert result.returncode == 1 and "FAILED" in result.stderr + result.stdout
+    status, out, err = export_cli(["verify", str(tmp_path / "broken")], capsys)
+    assert status == 1 and "FAILED" in err + out
 
 
-def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path):
+def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path, capsys):
     version_dir = tmp_path / "vae" / "1"
     shutil.copytree(smoke_export, version_dir)
     card_path = version_dir / "assets.extra" / "model_card.json"
@@ -193,8 +206,8 @@ def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path):
     _, results = verify(version_dir)
     failed = {r.name: r.detail for r in results if not r.ok}
     assert list(failed) == ["decode"] and "expected <= 0.01" in failed["decode"]
-    result = run_module("-m", "export", "verify", str(version_dir))
-    assert result.returncode == 1 and "decode: FAILED" in result.stdout
+    status, out, _ = export_cli(["verify", str(version_dir)], capsys)
+    assert status == 1 and "decode: FAILED" in out
 
 
 @pytest.mark.parametrize("fixture", ["smoke_run", "pixelcnn_run", "dqn_run"])
@@ -209,10 +222,10 @@ def test_load_run_restores_every_variable(fixture, request):
 
 
 def test_a_checkpoint_without_the_models_variables_is_refused(smoke_run, tmp_path):
-    """A checkpoint of the model object alone (as written before model_variables) restores
-    nothing of layers kept in lists: export says so instead of exporting fresh weights."""
+    """A checkpoint that lacks the model's variables (another model's, or one written before
+    they were listed beside the model) is refused instead of exporting fresh weights."""
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    tf.train.Checkpoint(step=tf.Variable(1)).save(str(run_dir / "checkpoints" / "ckpt"))
+    tf.train.Checkpoint(step=tf.Variable(1)).write(str(run_dir / "checkpoints" / "1" / "variables"))
     with pytest.raises(ExportError, match="does not hold this model's variables"):
         load_run(run_dir)

@@ -1,8 +1,10 @@
 """Architecture search: the reward tells good children from bad, and a search runs, resumes
 and writes what it found."""
 import json
+import shutil
 
-from tests.helpers import run_module
+import pytest
+
 from training import nas
 from zoo.nas import Layer
 
@@ -18,29 +20,41 @@ def test_the_reward_separates_good_architectures_from_blind_ones():
     assert nas.train_child((Layer(8, 1, False),) * 3, splits, config) == blind  # seeded: the same reward
 
 
-def test_smoke_search_writes_its_findings_and_does_not_run_twice(tmp_path):
-    result = run_module("-m", "training", "nas", "--preset", "smoke", "--no_progress", "--out", str(tmp_path / "run"))
-    assert result.returncode == 0, result.stderr
-    assert "best architecture: conv" in result.stdout
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+@pytest.fixture(scope="module")
+def smoke_search(tmp_path_factory):
+    """The smoke search run once: (run_dir, metrics)."""
+    run_dir = tmp_path_factory.mktemp("nas") / "run"
+    return run_dir, nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
+
+
+def test_smoke_search_writes_its_findings_and_does_not_run_twice(smoke_search, capsys):
+    run_dir, metrics = smoke_search
+    history = json.loads((run_dir / "history.json").read_text())
     assert metrics["architectures_sampled"] == 4 and 1 <= metrics["children_trained"] <= 4
     assert [r["step"] for r in history] == [1, 2]
     best = max(c["validation_accuracy"] for r in history for c in r["children"])
     assert metrics["best_validation_accuracy"] == best
-    assert (tmp_path / "run" / "nas_rewards.png").stat().st_size > 0
-    again = run_module("-m", "training", "nas", "--preset", "smoke", "--no_progress", "--out", str(tmp_path / "run"))
-    assert again.returncode == 0 and "already trained" in again.stdout
+    assert (run_dir / "nas_rewards.png").stat().st_size > 0
+    assert nas.main(["--preset", "smoke", "--no_progress", "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "already trained" in out and "best architecture: conv" in out
 
 
-def test_a_search_resumes_from_its_last_step(tmp_path):
+def test_a_search_resumes_from_its_last_step(smoke_search, tmp_path):
     run_dir = tmp_path / "run"
-    whole = nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
-    # as if it had died after its first controller step
-    for path in (run_dir / "checkpoints").glob("*-2*"):
-        path.unlink()
-    (run_dir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    shutil.copytree(smoke_search[0], run_dir)
+    shutil.rmtree(run_dir / "checkpoints" / "2")  # as if it had died after its first controller step
     (run_dir / "metrics.json").unlink()
     resumed = nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
     # the same draws, rewards and update: the same search
+    whole = smoke_search[1]
     assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
+
+
+def test_a_search_refuses_a_directory_that_holds_another(smoke_search, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        nas.main(["--preset", "smoke", "--child_epochs=2", "--out", str(smoke_search[0])])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("holds a run with a different config (differs in: child_epochs); use another --out, "
+                        "or the same options to resume") and "\n" not in err
