@@ -119,21 +119,19 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
-def _run_directory(out: str | Path, create: bool) -> Path:
-    """The run directory `out`, created if `create`; an unusable path is a UserError."""
+def checked_directory(out: str | Path) -> Path:
+    """`out` as a run directory, checked without creating anything: not empty, not a file, not
+    under a file, somewhere this process can write. A UserError says what is wrong."""
     if not str(out).strip():
         raise UserError("the run directory (--out) is empty; expected a path such as runs/NAME")
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         raise UserError(f"run directory {path} is a file; expected a directory (new, or a run to resume)")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise UserError(f"cannot create run directory {path}: {blocking} is a file, not a directory")
-    if not create:
-        return path
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot create run directory {path}: {existing} is a file, not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
+        tempfile.TemporaryFile(dir=existing).close()
     except OSError as error:
         raise UserError(f"cannot write in run directory {path} ({error.strerror or error})") from None
     return path
@@ -173,7 +171,12 @@ class Run:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-        directory = _run_directory(out, create=chief)
+        directory = checked_directory(out)
+        if chief:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"cannot create run directory {directory} ({error.strerror or error})") from None
         run = cls(directory, family, kind, json_value(dataclasses.asdict(model)) if model is not None else None,
                   config_values(config), chief)
         if (directory / "config.json").exists():
@@ -188,7 +191,7 @@ class Run:
     @classmethod
     def read(cls, directory: str | Path) -> Run:
         """The run in `directory`, to read (export); a folder that holds no run is a UserError."""
-        directory = _run_directory(directory, create=False)
+        directory = Path(directory)
         declared = directory / "model.json"
         if not declared.exists():
             raise UserError(f"{directory} is not a training run directory (no model.json); "

@@ -1,5 +1,5 @@
 """Shared set-up: quiet TensorFlow, two logical CPU devices (for MirroredStrategy tests), and
-one trained `smoke` run that several test files read."""
+the trained runs and exports that several test files read, each trained once per session."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -100,3 +100,12 @@ def pendulum_export(tmp_path_factory):
                             final_eval_episodes=1)
     pg.train(config, run_dir, progress=False)
     return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pendulum-models"), "pendulum_a2c")
+
+
+@pytest.fixture(scope="session")
+def nas_run(tmp_path_factory):
+    """The architecture search's `smoke` preset run once: (run_dir, metrics)."""
+    from training import nas
+
+    run_dir = tmp_path_factory.mktemp("nas") / "run"
+    return run_dir, nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)

@@ -58,7 +58,7 @@ def test_a_finished_run_has_its_metrics_and_history(tmp_path, capsys):
     ("", "the run directory (--out) is empty; expected a path such as runs/NAME"),
     ("a-file", "run directory a-file is a file; expected a directory (new, or a run to resume)"),
     ("a-file/run", "cannot create run directory a-file/run: a-file is a file, not a directory"),
-    ("/sys/run", "cannot write in run directory /sys/run (Operation not permitted)"),
+    ("/sys/run", "cannot write in run directory /sys/run (Permission denied)"),
 ])
 def test_unusable_run_directories_are_refused_in_one_sentence(out, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from rundir import UserError
+from rundir import UserError, checked_directory
 
 Config = TypeVar("Config")
 
@@ -145,6 +145,7 @@ def run_command(argv: list[str] | None, prog: str, description: str, presets: di
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     config, args = parse_config(argv, parser, presets, default_preset, hidden=hidden)
     try:
+        checked_directory(args.out)  # before any data or environment is loaded
         return train(config, args.out, progress=not args.no_progress), Path(args.out)
     except UserError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -29,6 +29,18 @@ def reference_check(version_dir, tmp_path):
     return result.returncode == 0, result.stdout + result.stderr
 
 
+def export_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`python -m export ...` in-process: (exit status, stdout, stderr)."""
+    from export.__main__ import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
 @pytest.fixture(scope="module")
 def exports(smoke_run, tmp_path_factory):
     """mlp (the smoke run), conv and conditional models, each exported once to one MODELS dir."""
@@ -160,18 +172,6 @@ def test_a_failed_export_leaves_no_version_behind(smoke_run, tmp_path, monkeypat
     assert list((tmp_path / "vae").iterdir()) == []  # no staging directory either
 
 
-def export_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """`python -m export ...` in-process: (exit status, stdout, stderr)."""
-    from export.__main__ import main
-
-    try:
-        status = main(argv)
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
 def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(tmp_path, capsys):
     import keras
 
@@ -229,3 +229,44 @@ def test_a_checkpoint_without_the_models_variables_is_refused(smoke_run, tmp_pat
     tf.train.Checkpoint(step=tf.Variable(1)).write(str(run_dir / "checkpoints" / "1" / "variables"))
     with pytest.raises(ExportError, match="does not hold this model's variables"):
         load_run(run_dir)
+
+
+@pytest.mark.parametrize("fixture, kind", [("smoke_export", "image_model"), ("pixelcnn_export", "image_model"),
+                                           ("dqn_export", "policy"), ("pg_export", "policy")])
+def test_each_family_exports_as_its_run_declares(fixture, kind, request):
+    """Image models go through keras.export.ExportArchive; policies get tf-agents' layout too."""
+    from export.policy import POLICY_SPECS
+
+    version_dir = request.getfixturevalue(fixture)
+    version_dir = version_dir[1] if isinstance(version_dir, tuple) else version_dir
+    card = json.loads((version_dir / "assets.extra" / "model_card.json").read_text())
+    assert card["kind"] == kind
+    assert (version_dir / POLICY_SPECS).exists() == (kind == "policy")
+    assert ("action" in signature_names(version_dir)) == (kind == "policy")  # tf-agents' signature
+
+
+def signature_names(version_dir) -> set[str]:
+    """The signatures in saved_model.pb, read without loading the model."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+    return {name for name in saved.meta_graphs[0].signature_def if not name.startswith("__")}
+
+
+def test_export_follows_the_declared_kind_not_the_model(dqn_run, tmp_path):
+    """A DQN run declared as an image model is written as one: the declaration decides."""
+    from export.policy import POLICY_SPECS
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(dqn_run[0], run_dir)
+    declared = json.loads((run_dir / "model.json").read_text())
+    (run_dir / "model.json").write_text(json.dumps({**declared, "kind": "image_model"}))
+    version_dir = export_run(run_dir, tmp_path / "models", "q")
+    assert not (version_dir / POLICY_SPECS).exists()
+    assert signature_names(version_dir) == {"serving_default", "q_values"}
+
+
+def test_a_run_without_a_model_is_not_exported(nas_run, tmp_path):
+    with pytest.raises(ExportError, match=r"holds a run of kind architecture_search \(nas\), which has no model "
+                                          r"to serve; export a run of kind image_model or policy$"):
+        export_run(nas_run[0], tmp_path / "models", "nas")

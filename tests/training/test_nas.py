@@ -3,8 +3,6 @@ and writes what it found."""
 import json
 import shutil
 
-import pytest
-
 from training import nas
 from zoo.nas import Layer
 
@@ -20,15 +18,8 @@ def test_the_reward_separates_good_architectures_from_blind_ones():
     assert nas.train_child((Layer(8, 1, False),) * 3, splits, config) == blind  # seeded: the same reward
 
 
-@pytest.fixture(scope="module")
-def smoke_search(tmp_path_factory):
-    """The smoke search run once: (run_dir, metrics)."""
-    run_dir = tmp_path_factory.mktemp("nas") / "run"
-    return run_dir, nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
-
-
-def test_smoke_search_writes_its_findings_and_does_not_run_twice(smoke_search, capsys):
-    run_dir, metrics = smoke_search
+def test_smoke_search_writes_its_findings_and_does_not_run_twice(nas_run, capsys):
+    run_dir, metrics = nas_run
     history = json.loads((run_dir / "history.json").read_text())
     assert metrics["architectures_sampled"] == 4 and 1 <= metrics["children_trained"] <= 4
     assert [r["step"] for r in history] == [1, 2]
@@ -40,21 +31,12 @@ def test_smoke_search_writes_its_findings_and_does_not_run_twice(smoke_search, c
     assert "already trained" in out and "best architecture: conv" in out
 
 
-def test_a_search_resumes_from_its_last_step(smoke_search, tmp_path):
+def test_a_search_resumes_from_its_last_step(nas_run, tmp_path):
     run_dir = tmp_path / "run"
-    shutil.copytree(smoke_search[0], run_dir)
+    shutil.copytree(nas_run[0], run_dir)
     shutil.rmtree(run_dir / "checkpoints" / "2")  # as if it had died after its first controller step
     (run_dir / "metrics.json").unlink()
     resumed = nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
     # the same draws, rewards and update: the same search
-    whole = smoke_search[1]
+    whole = nas_run[1]
     assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}
-
-
-def test_a_search_refuses_a_directory_that_holds_another(smoke_search, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        nas.main(["--preset", "smoke", "--child_epochs=2", "--out", str(smoke_search[0])])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.endswith("holds a run with a different config (differs in: child_epochs); use another --out, "
-                        "or the same options to resume") and "\n" not in err

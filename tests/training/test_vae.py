@@ -85,12 +85,6 @@ def test_missing_data_folder_exits_2(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_unknown_family_exits_2():
-    result = run_module("-m", "training", "gan", "--out=x")
-    assert result.returncode == 2 and "unknown command 'gan'" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 @pytest.mark.parametrize("overrides", [
     dict(data="digits", architecture="conv", likelihood="continuous_bernoulli", binarize=False,
          posterior_scale="exp", epochs=2, batch_size=64),
