@@ -10,24 +10,7 @@ import tensorflow as tf
 from export import savedmodel
 from export.savedmodel import ExportError, export_run, load_run, version_numbers
 from export.verify import verify
-from tests.helpers import ROOT, run_module, train_run
-
-REFERENCE_CHECKER = ROOT.parent / "shared" / "tools" / "serving_load_check.py"
-
-
-def reference_check(version_dir, tmp_path):
-    """Run ../shared/tools/serving_load_check.py; True when it says the server would serve it.
-
-    The checker iterates the warm-up TFRecord inside a graph context, which raises for any
-    export that has warm-up records, so it gets a copy without them (it then uses spec inputs).
-    """
-    if not REFERENCE_CHECKER.exists():
-        pytest.skip("the reference checker is not beside this checkout")
-    copy = tmp_path / "reference-copy"
-    shutil.copytree(version_dir, copy, ignore=shutil.ignore_patterns(savedmodel.WARMUP))
-    result = run_module(str(REFERENCE_CHECKER), str(copy))
-    return result.returncode == 0, result.stdout + result.stderr
-
+from tests.helpers import run_module
 
 def export_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """`python -m export ...` in-process: (exit status, stdout, stderr)."""
@@ -41,20 +24,8 @@ def export_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
-@pytest.fixture(scope="module")
-def exports(smoke_run, tmp_path_factory):
-    """mlp (the smoke run), conv and conditional models, each exported once to one MODELS dir."""
-    models = tmp_path_factory.mktemp("models")
-    runs = {"mlp": smoke_run[0]}
-    for name, overrides in {"conv": dict(architecture="conv", epochs=1),
-                            "conditional": dict(conditional=True, epochs=1)}.items():
-        runs[name] = tmp_path_factory.mktemp(name) / "run"
-        train_run(runs[name], **overrides)
-    return models, runs, {name: export_run(run, models, name) for name, run in runs.items()}
-
-
 @pytest.mark.parametrize("name", ["mlp", "conv", "conditional"])
-def test_round_trip_matches_the_model_in_memory(exports, name, tmp_path):
+def test_round_trip_matches_the_model_in_memory(exports, reference_verdicts, name):
     models, runs, versions = exports
     version_dir = versions[name]
     assert version_dir == models / name / "1"
@@ -66,7 +37,7 @@ def test_round_trip_matches_the_model_in_memory(exports, name, tmp_path):
     assert checked_dir == version_dir
     assert {r.name for r in results} == {"serving_default", "sample", "decode", "encode", "reconstruct", "elbo"}
     assert all(r.ok for r in results), [r for r in results if not r.ok]
-    reference_ok, output = reference_check(version_dir, tmp_path)
+    reference_ok, output = reference_verdicts[version_dir]
     assert reference_ok, output
 
     card = json.loads((version_dir / "assets.extra" / "model_card.json").read_text())
@@ -172,27 +143,17 @@ def test_a_failed_export_leaves_no_version_behind(smoke_run, tmp_path, monkeypat
     assert list((tmp_path / "vae").iterdir()) == []  # no staging directory either
 
 
-def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(tmp_path, capsys):
-    import keras
-
-    # A Keras 3 model inside a bare tf.Module, saved with tf.saved_model.save: eager loading
-    # works, the session-based loader fails with "Could not find variable" (DESIGN.md).
-    network = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    module = tf.Module()
-    module.network = network
-    module.serve = tf.function(lambda x: {"y": network(x)}, input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-    version_dir = tmp_path / "broken" / "1"
-    tf.saved_model.save(module, str(version_dir), signatures={"serving_default": module.serve})
-    assert tf.saved_model.load(str(version_dir)).signatures["serving_default"](x=tf.zeros([1, 4]))
-
-    reference_ok, _ = reference_check(version_dir, tmp_path)
+def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(broken_export, reference_verdicts,
+                                                                             capsys):
+    assert tf.saved_model.load(str(broken_export)).signatures["serving_default"](x=tf.zeros([1, 4]))  # eager loads
+    reference_ok, _ = reference_verdicts[broken_export]
     try:
-        _, results = verify(version_dir)
+        _, results = verify(broken_export)
         ours_ok = all(r.ok for r in results)
     except ExportError:
         ours_ok = False
     assert ours_ok is reference_ok is False
-    status, out, err = export_cli(["verify", str(tmp_path / "broken")], capsys)
+    status, out, err = export_cli(["verify", str(broken_export.parent)], capsys)
     assert status == 1 and "FAILED" in err + out
 
 

@@ -92,6 +92,9 @@ def test_compare_puts_the_algorithms_in_one_picture(tmp_path, capsys):
         assert len(summary[label]["first_reaching_step"]) == 1 and summary[label]["average_eval_return"] > 0
     assert (tmp_path / "pg_compare.png").stat().st_size > 0
     assert "A2C: average greedy return" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # the directory holds this comparison: another is refused
+        pg_compare.main(["--out", str(tmp_path), "--seeds", "0,1", "--total_steps", "1500", "--eval_every", "500"])
+    assert exit_info.value.code == 2 and "differs in: seeds" in capsys.readouterr().err
 
 
 @pytest.mark.slow
