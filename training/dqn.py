@@ -110,8 +110,7 @@ class TrainConfig(RLOptions):
 DERIVED = frozenset({"observation_shape", "observation_dtype", "num_actions", "torso"})  # from the environment
 
 
-# Presets: with no overrides, each reproduces the figures in its docstring (README table;
-# 2-core CPU, training seconds exclude evaluation).
+# Presets: with no overrides, each reproduces the figures docs/dqn.md quotes beside its command.
 
 
 def cartpole() -> TrainConfig:
@@ -119,7 +118,6 @@ def cartpole() -> TrainConfig:
 
     One gradient step per environment step (32 per update) on a soft-updated target
     (tau 0.01) with a constant epsilon of 0.1, as tf-agents' DQN tutorial explores.
-    Seeds 0, 1, 2: first 475 at 14k, 10k, 8k steps; 5.3, 3.6, 2.8 s of training.
     """
     return TrainConfig(total_steps=30_000, buffer_size=100_000, learning_starts=200, batch_size=32,
                        learning_rate=2.5e-3, train_frequency=32, gradient_steps=32, target_update=1, tau=0.01,
@@ -127,7 +125,7 @@ def cartpole() -> TrainConfig:
 
 
 def smoke() -> TrainConfig:
-    """For tests: 4,000 steps of the cartpole preset (seconds); the greedy return climbs from about 10 to over 100."""
+    """For tests: 4,000 steps of the cartpole preset, seconds of training."""
     return dataclasses.replace(cartpole(), total_steps=4_000, eval_episodes=5, final_eval_episodes=5,
                                checkpoint_every=2_000, stop_return=None)
 

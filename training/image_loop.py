@@ -26,8 +26,8 @@ from training.runtime import is_chief, make_strategy
 
 
 @dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """What every training run has: data, schedule, seed, checkpoints, strategy."""
+class ImageRunOptions:
+    """What every image model's run has: data, schedule, seed, checkpoints, strategy."""
 
     data: str = "mnist"
     """'mnist' (full if ~/.keras/datasets/mnist.npz exists, else 5,000 shipped digits), 'digits', or a folder."""
@@ -73,7 +73,7 @@ class ImageFamily:
 DERIVED = frozenset({"image_shape", "num_classes"})  # set from the data, not the command line
 
 
-def prepare(config: RunOptions, data: ImageData) -> RunOptions:
+def prepare(config: ImageRunOptions, data: ImageData) -> ImageRunOptions:
     """Fill in what the data decides: image shape and number of classes."""
     model = dataclasses.replace(config.model, image_shape=data.image_shape,
                                 num_classes=data.num_classes if config.conditional else 0)
@@ -86,7 +86,7 @@ def binarized(images: np.ndarray, seed: int) -> np.ndarray:
 
 
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
-                    config: RunOptions, global_batch: int):
+                    config: ImageRunOptions, global_batch: int):
     """A tf.function (images, labels, step) -> mean loss terms over the global batch.
 
     Each replica computes its share of the mean of the model's per-example `loss` over the
@@ -117,7 +117,7 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, s
     return train_step
 
 
-def train(config: RunOptions, out: str | Path, family: ImageFamily, *, progress: bool = True) -> dict:
+def train(config: ImageRunOptions, out: str | Path, family: ImageFamily, *, progress: bool = True) -> dict:
     """Train (or resume) `family`'s model into the run directory `out`; return the final metrics."""
     # Strategy first: multi-worker collectives must be configured before any op runs.
     strategy = make_strategy(config.strategy)
@@ -227,7 +227,7 @@ def command(argv: list[str] | None, family: ImageFamily, presets: dict, descript
 
 
 def common_metrics(data: ImageData, test_images: np.ndarray, history: list[dict]) -> dict:
-    """Data, size, steps, speed, and the last held-out evaluation: what every family reports."""
+    """Data, size, steps, speed, and the last held-out evaluation: what every image family reports."""
     last = history[-1] if history else {}
     speeds = [r["images_per_second"] for r in history if "images_per_second" in r]
     return {

@@ -15,12 +15,12 @@ import tensorflow as tf
 
 from training import image_loop, plots
 from training.data import ImageData
-from training.image_loop import RunOptions
+from training.image_loop import ImageRunOptions
 from zoo.pixelcnn import PixelCNN, PixelCNNConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(RunOptions):
+class TrainConfig(ImageRunOptions):
     """A PixelCNN training run: the shared run options and the model's fields (nested)."""
 
     model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)
@@ -36,29 +36,26 @@ class TrainConfig(RunOptions):
             raise ValueError("binarize=true goes with output=bernoulli, binarize=false with output=categorical")
 
 
-# Presets: with no overrides, each reproduces the figures in its docstring (README table;
-# held-out images, on a 2-core CPU).
+# Presets: with no overrides, each reproduces the figures docs/pixelcnn.md quotes beside its command.
 
 
 def smoke() -> TrainConfig:
-    """For tests: a small gated model, 1 epoch on binarized MNIST digits. NLL 136.60 nats, 0.251 bits/dim, 48 s."""
+    """For tests: a small gated model, 1 epoch on binarized MNIST digits."""
     return TrainConfig(model=PixelCNNConfig(filters=16, layers=3), epochs=1, batch_size=64)
 
 
 def demo() -> TrainConfig:
-    """A gated model on binarized MNIST digits. NLL 96.64 nats, 0.178 bits/dim, 7 min 36 s."""
+    """A gated model on binarized MNIST digits."""
     return TrainConfig(model=PixelCNNConfig(filters=32, layers=5), epochs=10, batch_size=64)
 
 
 def mnist() -> TrainConfig:
-    """A wider gated model on binarized MNIST digits. NLL 94.41 nats, 0.174 bits/dim, 32 min
-    (the first third of it sharing the CPU with the test suite)."""
+    """A wider gated model on binarized MNIST digits."""
     return TrainConfig(model=PixelCNNConfig(filters=64, layers=6), epochs=10, batch_size=64)
 
 
 def grey() -> TrainConfig:
-    """8-bit grey levels: sklearn's 8x8 digits, a 256-way categorical per pixel. NLL 80.75 nats,
-    1.820 bits/dim, 1 min 40 s."""
+    """8-bit grey levels: sklearn's 8x8 digits, a 256-way categorical per pixel."""
     return TrainConfig(model=PixelCNNConfig(filters=32, layers=5, first_kernel=5, output="categorical"),
                        data="digits", binarize=False, epochs=60, batch_size=64)
 

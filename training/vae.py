@@ -15,12 +15,12 @@ import tensorflow as tf
 
 from training import image_loop, plots
 from training.data import ImageData
-from training.image_loop import DERIVED, RunOptions, make_train_step  # noqa: F401  (re-exported for tests and benchmarks)
+from training.image_loop import DERIVED, ImageRunOptions, make_train_step  # noqa: F401  (re-exported for tests and benchmarks)
 from zoo.vae import VAE, VAEConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(RunOptions):
+class TrainConfig(ImageRunOptions):
     """A VAE training run: the shared run options, the model's fields (nested) and the NLL bound."""
 
     model: VAEConfig = dataclasses.field(default_factory=VAEConfig)
@@ -34,26 +34,25 @@ class TrainConfig(RunOptions):
             raise ValueError(f"iw_samples must be at least 1, got {self.iw_samples}")
 
 
-# Presets: with no overrides, each reproduces the figures in its docstring (README table;
-# held-out, shipped MNIST digits, nats per image, on a 2-core CPU).
+# Presets: with no overrides, each reproduces the figures docs/vae.md quotes beside its command.
 
 
 def smoke() -> TrainConfig:
-    """For tests: a small MLP VAE, 2 epochs. -ELBO 238.47, NLL <= 233.57 (k=8), 16 s."""
+    """For tests: a small MLP VAE, 2 epochs."""
     return TrainConfig(model=VAEConfig(architecture="mlp", latent_dim=2, hidden_units=(64,)),
                        epochs=2, batch_size=100, iw_samples=8)
 
 
 def demo() -> TrainConfig:
     """keras.io's conv VAE layout (encoder dense 64 where keras.io has 16) with a 2-D latent,
-    so the latent map shows. -ELBO 164.73, NLL <= 162.26 (k=100), 1 min 56 s."""
+    so the latent map shows."""
     return TrainConfig(model=VAEConfig(architecture="conv", latent_dim=2, hidden_units=(64,)),
                        epochs=30, batch_size=128, iw_samples=100)
 
 
 def mnist() -> TrainConfig:
-    """The best held-out NLL we reached on the shipped digits within 15 minutes: -ELBO 102.44,
-    NLL <= 94.77 (k=1000), 9 min 14 s. Past 100 epochs the held-out loss stops falling."""
+    """The best held-out NLL found on the shipped digits within 15 minutes of training; past 100
+    epochs the held-out loss stops falling."""
     return TrainConfig(model=VAEConfig(architecture="conv", latent_dim=16, hidden_units=(256,)),
                        epochs=100, batch_size=64, iw_samples=1000)
 

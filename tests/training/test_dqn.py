@@ -139,7 +139,7 @@ def test_atari_smoke_plays_pong_through_the_full_preprocessing(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cartpole_preset_reaches_475(seed, tmp_path):
-    """The README's claim: every seed reaches a 20-episode greedy average of 475 or more."""
+    """docs/dqn.md's claim: every seed reaches a 20-episode greedy average of 475 or more."""
     metrics = dqn.train(dataclasses.replace(dqn.cartpole(), seed=seed), tmp_path / "run", progress=False)
     assert metrics["final_eval_return"] >= 475, metrics
     assert metrics["final_eval_episodes"] == 20
