@@ -2,8 +2,8 @@
 ale-py with the standard DQN preprocessing, and greedy evaluation episodes.
 
 Atari (Mnih et al., 2015; Machado et al., 2018), in wrapper order:
-``ALE/<Game>-v5`` with frameskip=1 (sticky actions 0.25, the v5 default) ->
-RecordEpisodeStatistics (game score, before any clipping) -> AtariPreprocessing (up to 30
+``ALE/<Game>-v5`` with frameskip=1 (sticky actions 0.25, the v5 default; pickled with the
+emulator's random state) -> RecordEpisodeStatistics (game score, before any clipping) -> AtariPreprocessing (up to 30
 no-op starts, max over the last two of every 4 frames, 84x84 grey, optional terminal on
 life loss) -> the last 4 frames stacked as channels [84, 84, 4] uint8 -> rewards clipped to
 their sign (training only).
@@ -50,6 +50,8 @@ def make_env(env_id: str, atari: AtariOptions = AtariOptions(), *, training: boo
         env = gym.make(env_id, frameskip=1) if is_atari(env_id) else gym.make(env_id)
     except gym.error.Error as error:
         raise UserError(f"cannot make environment {env_id!r}: {error}") from None
+    if is_atari(env_id):
+        env = PicklesWithRandomState(env)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if is_atari(env_id):
         env = gym.wrappers.AtariPreprocessing(
@@ -61,6 +63,20 @@ def make_env(env_id: str, atari: AtariOptions = AtariOptions(), *, training: boo
         if atari.clip_rewards and training:
             env = gym.wrappers.TransformReward(env, np.sign)
     return env
+
+
+class PicklesWithRandomState(gym.Wrapper):
+    """An ALE environment that pickles with its emulator's random state, which ale_py's own
+    pickling leaves out: sticky actions then repeat as they would have, so a checkpointed
+    Atari run continues exactly (training/rl.py pickles the environments)."""
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "ale_state": self.env.unwrapped.clone_state(include_rng=True)}
+
+    def __setstate__(self, state: dict) -> None:
+        ale_state = state.pop("ale_state")
+        self.__dict__.update(state)
+        self.env.unwrapped.restore_state(ale_state)
 
 
 def frames_last(frames: np.ndarray) -> np.ndarray:
