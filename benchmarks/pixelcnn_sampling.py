@@ -35,7 +35,7 @@ def main() -> None:
     from zoo.pixelcnn import PixelCNN, PixelCNNConfig
 
     # the demo preset's model (32 filters, 5 gated layers); --quick: 16 filters, 3 layers
-    config = PixelCNNConfig(filters=16, layers=2) if args.quick else demo().model
+    config = PixelCNNConfig(filters=16, layers=3) if args.quick else demo().model
     rounds = 1 if args.quick else args.rounds
     keras.utils.set_random_seed(0)
     model = PixelCNN(config)

@@ -14,7 +14,10 @@ import inspect
 import textwrap
 import types
 import typing
+from pathlib import Path
 from typing import Any, Callable, TypeVar
+
+from rundir import UserError, checked_directory
 
 Config = TypeVar("Config")
 
@@ -97,17 +100,6 @@ def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
     return dataclasses.replace(config, **{path[0]: inner})
 
 
-def flat_dict(config: Any) -> dict[str, Any]:
-    """The config as one flat {option: value} mapping, as the command line spells it."""
-    return {name: _get(config, path) for name, (path, _, _) in _flat_fields(type(config)).items()}
-
-
-def _get(config: Any, path: tuple[str, ...]) -> Any:
-    for name in path:
-        config = getattr(config, name)
-    return config
-
-
 def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
                  presets: dict[str, Callable[[], Config]], default_preset: str, *,
                  hidden: frozenset[str] = frozenset()) -> tuple[Config, argparse.Namespace]:
@@ -137,3 +129,23 @@ def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
                 parser.error(f"--{name}: {error}")
             delattr(args, name)
     return config, args
+
+
+def run_command(argv: list[str] | None, prog: str, description: str, presets: dict[str, Callable[[], Config]],
+                default_preset: str, train: Callable[..., dict], *,
+                hidden: frozenset[str] = frozenset()) -> tuple[dict, Path]:
+    """`python -m training FAMILY --preset NAME --key=value ... --out RUN_DIR [--no_progress]`:
+    parse, then `train(config, out, progress=...)`; (its metrics, the run directory).
+
+    A UserError (bad data, a run directory holding another run, damaged checkpoints, an
+    unusable --out) exits with status 2 and its one sentence.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m training {prog}", description=description)
+    parser.add_argument("--out", required=True, help="run directory (created; resumed if it exists)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    config, args = parse_config(argv, parser, presets, default_preset, hidden=hidden)
+    try:
+        checked_directory(args.out)  # before any data or environment is loaded
+        return train(config, args.out, progress=not args.no_progress), Path(args.out)
+    except UserError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.runtime import UserError
+from rundir import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_SEED = 0

@@ -46,8 +46,9 @@ class PixelCNNConfig:
     """Masked residual blocks (with a blind spot), or gated vertical and horizontal stacks."""
     filters: int = 64
     """Feature channels per layer; a multiple of the image's channels (one group per colour)."""
-    layers: int = 7
-    """Residual blocks (pixelcnn) or gated layers after the first."""
+    layers: int = 8
+    """Masked layers before the output head, the first (type A) included: gated layers, or the
+    plain model's first convolution followed by layers - 1 residual blocks."""
     first_kernel: int = 7
     """Kernel size of the first, type-A masked layer."""
     kernel: int = 3
@@ -67,8 +68,10 @@ class PixelCNNConfig:
         for name in ("first_kernel", "kernel"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
-        if self.layers < 0 or self.num_classes < 0:
-            raise ValueError("layers and num_classes must be 0 or more")
+        if self.layers < 1:
+            raise ValueError(f"layers must be at least 1 (the first, type-A layer), got {self.layers}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be 0 or more, got {self.num_classes}")
 
     @property
     def conditional(self) -> bool:
@@ -152,11 +155,11 @@ def shift_down(features: tf.Tensor) -> tf.Tensor:
 class GatedLayer(keras.layers.Layer):
     """One layer of the Gated PixelCNN: vertical and horizontal stacks, gated, with a residual."""
 
-    def __init__(self, filters: int, kernel: int, channels: int, first: bool, num_classes: int, **kwargs):
+    def __init__(self, filters: int, kernel: int, channels: int, is_first: bool, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         half = kernel // 2
-        mask = "A" if first else "B"
-        self.first = first
+        mask = "A" if is_first else "B"
+        self.is_first = is_first  # the first layer sees the image (type-A mask) and has no residual
         # vertical: rows y-half..y (all columns within reach); shifted down before the horizontal stack uses it
         self.vertical = MaskedConv2D(2 * filters, (half + 1, kernel), None, channels, center=(half, half))
         # horizontal: the row's pixels x-half..x, the current one masked by colour group
@@ -170,7 +173,7 @@ class GatedLayer(keras.layers.Layer):
         h = self.horizontal(horizontal) + self.link(shift_down(v))
         bias_v, bias_h = self.biases(labels)
         h_out = self.output_conv(gate(h + bias_h))
-        return gate(v + bias_v), h_out if self.first else horizontal + h_out
+        return gate(v + bias_v), h_out if self.is_first else horizontal + h_out
 
     def biases(self, labels) -> tuple[tf.Tensor | float, tf.Tensor | float]:
         """The label's additive biases for the vertical and horizontal pre-activations (0 without labels)."""
@@ -191,11 +194,11 @@ class PixelCNN(keras.Model):
         self.out_per_channel = 1 if c.output == "bernoulli" else 256
         if c.architecture == "gated":
             self.gated = [GatedLayer(c.filters, c.first_kernel if i == 0 else c.kernel, channels, i == 0,
-                                     c.num_classes) for i in range(c.layers + 1)]
+                                     c.num_classes) for i in range(c.layers)]
         else:
-            self.first = MaskedConv2D(2 * c.filters, c.first_kernel, "A", channels)
+            self.input_conv = MaskedConv2D(2 * c.filters, c.first_kernel, "A", channels)
             self.blocks = [[MaskedConv2D(c.filters, 1, "B", channels), MaskedConv2D(c.filters, c.kernel, "B", channels),
-                            MaskedConv2D(2 * c.filters, 1, "B", channels)] for _ in range(c.layers)]
+                            MaskedConv2D(2 * c.filters, 1, "B", channels)] for _ in range(c.layers - 1)]
             self.label_bias = keras.layers.Embedding(c.num_classes, 2 * c.filters) if c.num_classes else None
         self.head = [MaskedConv2D(c.filters, 1, "B", channels),
                      MaskedConv2D(channels * self.out_per_channel, 1, "B", channels)]
@@ -219,7 +222,7 @@ class PixelCNN(keras.Model):
                 vertical, horizontal = layer(vertical, horizontal, labels)
             h = horizontal
         else:
-            h = self.first(x) + self.plain_label_bias(labels)
+            h = self.input_conv(x) + self.plain_label_bias(labels)
             for reduce, conv, expand in self.blocks:
                 h = h + expand(tf.nn.elu(conv(tf.nn.elu(reduce(tf.nn.elu(h))))))
         logits = self.head[1](tf.nn.elu(self.head[0](tf.nn.elu(h))))
@@ -337,25 +340,25 @@ class PixelCNN(keras.Model):
         # one full pass over the starting canvas fills the caches: the image, and each block's k x k input
         x = 2.0 * canvas - 1.0
         label_bias = self.plain_label_bias(labels)
-        h = self.first(x) + label_bias
+        h = self.input_conv(x) + label_bias
         block_pad = []
         for reduce, conv, expand in self.blocks:
             b = tf.nn.elu(reduce(tf.nn.elu(h)))
             block_pad.append(tf.pad(b, conv.padding))
             h = h + expand(tf.nn.elu(conv(b)))
-        image_pad = tf.pad(x, self.first.padding)
+        image_pad = tf.pad(x, self.input_conv.padding)
 
         def step(position, canvas, image_pad, block_pad):
             y, rest = position // (width * channels), position % (width * channels)
             x, c = rest // channels, rest % channels
-            h = (_at_position(image_pad, y, x, self.first)[:, None, None] + label_bias)[:, 0, 0]
+            h = (_at_position(image_pad, y, x, self.input_conv)[:, None, None] + label_bias)[:, 0, 0]
             block_pad = list(block_pad)
             for i, (reduce, conv, expand) in enumerate(self.blocks):
                 b = tf.nn.elu(_at_point(tf.nn.elu(h), reduce))
                 block_pad[i] = _put(block_pad[i], rows_index, y + conv.center[0], x + conv.center[1], b)
                 h = h + _at_point(tf.nn.elu(_at_position(block_pad[i], y, x, conv)), expand)
             canvas, scaled = self._draw_at(h, canvas, noise, known, y, x, c, temperature, rows_index)
-            image_pad = _put(image_pad, rows_index, y + self.first.center[0], x + self.first.center[1], scaled)
+            image_pad = _put(image_pad, rows_index, y + self.input_conv.center[0], x + self.input_conv.center[1], scaled)
             return position + 1, canvas, image_pad, block_pad
 
         start = tf.reduce_min(known) * width * channels
@@ -423,7 +426,7 @@ class PixelCNN(keras.Model):
             for i, layer in enumerate(layers):
                 pre = _at_position(h_pad[i], y, x, layer.horizontal) + _at_point(links[i][:, x], layer.link)
                 out = _at_point(gate((pre[:, None, None] + biases[i][1])[:, 0, 0]), layer.output_conv)
-                if not layer.first:
+                if not layer.is_first:
                     cx = layer.horizontal.center[1]
                     out += h_pad[i][:, y, x + cx]
                 if i + 1 < len(layers):

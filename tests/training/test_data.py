@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from training.data import load_images
-from training.runtime import UserError
+from rundir import UserError
 
 
 def test_shipped_mnist_split_is_fixed_and_stratified():

@@ -54,13 +54,13 @@ def test_masked_convolution_is_causal(mask_type, channels):
 
 
 CONFIGS = {
-    "pixelcnn-1": PixelCNNConfig(image_shape=(5, 5, 1), architecture="pixelcnn", filters=6, layers=2,
+    "pixelcnn-1": PixelCNNConfig(image_shape=(5, 5, 1), architecture="pixelcnn", filters=6, layers=3,
                                  first_kernel=5, kernel=3),
-    "pixelcnn-3": PixelCNNConfig(image_shape=(4, 4, 3), architecture="pixelcnn", filters=6, layers=2,
+    "pixelcnn-3": PixelCNNConfig(image_shape=(4, 4, 3), architecture="pixelcnn", filters=6, layers=3,
                                  first_kernel=3, kernel=3, output="categorical"),
-    "gated-1": PixelCNNConfig(image_shape=(5, 5, 1), architecture="gated", filters=6, layers=3,
+    "gated-1": PixelCNNConfig(image_shape=(5, 5, 1), architecture="gated", filters=6, layers=4,
                               first_kernel=5, kernel=3),
-    "gated-3": PixelCNNConfig(image_shape=(4, 4, 3), architecture="gated", filters=6, layers=3,
+    "gated-3": PixelCNNConfig(image_shape=(4, 4, 3), architecture="gated", filters=6, layers=4,
                               first_kernel=5, kernel=3, output="categorical", num_classes=3),
 }
 
@@ -114,7 +114,7 @@ def test_samples_depend_on_the_seed_alone_and_completion_keeps_known_rows(name):
 
 
 def test_a_few_steps_of_training_raise_the_likelihood():
-    config = PixelCNNConfig(image_shape=(8, 8, 1), filters=8, layers=2)
+    config = PixelCNNConfig(image_shape=(8, 8, 1), filters=8, layers=3)
     model = PixelCNN(config)
     images = tf.cast(tf.random.uniform((16, 8, 8, 1), seed=5) < tf.linspace(0.1, 0.9, 8)[None, :, None, None],
                      tf.float32)
