@@ -71,7 +71,8 @@ class RestApi:
         else:
             self.core.metrics.request_count.inc(model, "OK")
             self.core.metrics.request_latency.observe((time.perf_counter() - start) * 1e6, model, api, "REST")
-        return web.Response(status=status, body=body.encode(), headers=headers)
+        body = await self.core.offload(len(body), str.encode, body)
+        return web.Response(status=status, body=body, headers=headers)
 
     async def process(self, request: web.Request, path: str) -> tuple[str, str, str]:
         """(model name, API name, JSON reply) for one /v1 request, or a ServingError."""
@@ -110,13 +111,13 @@ class RestApi:
                 if name not in servable.signatures:
                     raise invalid(f'Serving signature name: "{name}" not found in signature def')
                 return servable.signatures[name]
-            signature_name, inputs, rows = parse_predict_body(body, signature_of)
+            signature_name, inputs, rows = await self.core.offload(len(body), parse_predict_body, body, signature_of)
         spec.signature_name = signature_name
         _, _, outputs = await self.core.predict(spec, inputs, deadline=deadline)
-        return predict_reply_json(outputs, rows)
+        return await self.core.offload(sum(v.nbytes for v in outputs.values()), predict_reply_json, outputs, rows)
 
     async def infer(self, method: str, spec: model_pb2.ModelSpec, body: bytes, deadline: float | None) -> str:
-        signature_name, request_input = parse_infer_body(body)
+        signature_name, request_input = await self.core.offload(len(body), parse_infer_body, body)
         spec.signature_name = signature_name
         _, _, result = await self.core.infer(method, spec, request_input, deadline=deadline)
         if method == REGRESS:

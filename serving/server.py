@@ -62,6 +62,10 @@ def flag_parser() -> argparse.ArgumentParser:
     add("--tensorflow_intra_op_parallelism", type=int, default=0, help="threads within one op (0: TF decides)")
     add("--tensorflow_inter_op_parallelism", type=int, default=0, help="ops run at once (0: TF decides)")
     add("--saved_model_tags", default="serve", help="MetaGraphDef tags to load, comma separated")
+    # ours, not tensorflow_model_server's
+    add("--max_inflight_per_model", type=int, default=2,
+        help="session runs of one model version at once (each has its own session, so the variables are held "
+             "this many times); more requests wait in order. Not a TF Serving flag")
     return parser
 
 
@@ -79,6 +83,8 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
         parser.error("--batching_parameters_file needs --enable_batching")
     if args.rest_api_port and args.rest_api_port == args.port:
         parser.error(f"--rest_api_port must differ from --port (both {args.port})")
+    if args.max_inflight_per_model < 1:
+        parser.error(f"--max_inflight_per_model must be at least 1, got {args.max_inflight_per_model}")
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(args, name) < 65536:
             parser.error(f"--{name} must be a port number, got {getattr(args, name)}")
@@ -123,7 +129,8 @@ def serve(argv: list[str]) -> int:
                                    path, "success" if ok else "fail"),
                                session_options=dict(tags=args.saved_model_tags.split(","),
                                                     intra_op=args.tensorflow_intra_op_parallelism,
-                                                    inter_op=args.tensorflow_inter_op_parallelism))
+                                                    inter_op=args.tensorflow_inter_op_parallelism,
+                                                    max_sessions=args.max_inflight_per_model))
         core = ServerCore(manager, metrics, batching=batching, threads=args.grpc_max_threads)
         if args.enable_model_warmup:
             manager.warmup = core.warmup
@@ -164,7 +171,8 @@ async def _run(args: argparse.Namespace, core) -> None:
             prometheus = args.monitoring.prometheus_config
             rest = RestApi(core, timeout_ms=args.rest_api_timeout_in_ms, cors=args.rest_api_enable_cors_support,
                            prometheus_path=(prometheus.path or DEFAULT_PROMETHEUS_PATH) if prometheus.enable else None)
-            runner = web.AppRunner(rest.app(), access_log=None)
+            # handler_cancellation: a client that hangs up cancels its request, and so its session run
+            runner = web.AppRunner(rest.app(), access_log=None, handler_cancellation=True)
             await runner.setup()
             await web.TCPSite(runner, args.host, args.rest_api_port).start()
             log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, args.rest_api_port)

@@ -154,3 +154,35 @@ def policy_models(tmp_path_factory) -> Path:
     (models / "cartpole").mkdir()
     export_policy(models / "cartpole", 1)
     return models
+
+
+def export_spin(base: Path, version: int = 1) -> Path:
+    """A model whose work the request sets: serving_default(steps[b]) -> value[b].
+
+    It loops max(steps) times over a 64x64 matmul (about 20-50 us a step here), so a request
+    runs as long as a test needs, in one session step that only cancellation or a timeout
+    stops. No variables: tf.saved_model.save of a plain tf.Module loads in the session loader.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="steps")])
+    def spin(steps):
+        def body(i, x):
+            return i + 1, tf.tanh(tf.matmul(x, x) + 0.1)
+        _, x = tf.while_loop(lambda i, x: i < tf.reduce_max(steps), body,
+                             (tf.constant(0, tf.int64), tf.eye(64) * 0.5))
+        return {"value": tf.fill(tf.shape(steps), tf.reduce_sum(x))}
+
+    module = tf.Module()
+    module.spin = spin
+    tf.saved_model.save(module, str(base / str(version)), signatures={"serving_default": spin.get_concrete_function()})
+    return base / str(version)
+
+
+@pytest.fixture(scope="session")
+def spin_models(tmp_path_factory) -> Path:
+    """MODELS/spin/1 (see export_spin)."""
+    models = tmp_path_factory.mktemp("spin-models")
+    (models / "spin").mkdir()
+    export_spin(models / "spin")
+    return models

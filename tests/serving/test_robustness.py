@@ -1,0 +1,99 @@
+"""Issue 18: no client can freeze, starve or blow up the server.
+
+One server (the small CartPole policy, the `spin` model whose requests run as long as they
+ask, the smoke VAE) with one session run per model at a time (`--max_inflight_per_model=1`),
+so every claim below is about ordering, not speed: a probe that finishes while a long run
+is still going was not held up by it; a request queued behind a cancelled one finishes only
+if the cancelled run really stopped.
+"""
+import http.client
+import json
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
+
+from serving.tensors import to_proto
+from tests.serving.conftest import Server, write_config
+
+OBS = np.array([[0.0, 0.0, 0.1, 0.2]], np.float32)
+# About 10-50 us a step here: 3e6 steps keep one run going for a minute or more, 1e9 for hours.
+LONG, ENDLESS = 3_000_000, 1_000_000_000
+# Probes normally answer in about a millisecond; 10 s is a bound no scheduling hiccup of a
+# shared 2-core machine reaches, and far below what the long runs take.
+PROBE_BOUND = 10.0
+
+
+@pytest.fixture(scope="module")
+def server(smoke_export, policy_models, spin_models, tmp_path_factory):
+    config = write_config(tmp_path_factory.mktemp("robust") / "models.config",
+                          {"vae": smoke_export.parent, "cartpole": policy_models / "cartpole",
+                           "spin": spin_models / "spin"})
+    started = Server(f"--model_config_file={config}", "--max_inflight_per_model=1",
+                     wait_for=("vae", "cartpole", "spin"))
+    yield started
+    assert started.process.poll() is None, started.output()
+    started.stop()
+
+
+def predict_request(model, **inputs):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    for alias, value in inputs.items():
+        request.inputs[alias].CopyFrom(to_proto(np.asarray(value)))
+    return request
+
+
+def spin(steps):
+    return predict_request("spin", steps=np.array([steps], np.int64))
+
+
+def timed(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def probes(server):
+    """A status call, a 1-row Predict and a REST status, each timed (seconds)."""
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "cartpole"
+    return [timed(lambda: server.models.GetModelStatus(status, timeout=60)),
+            timed(lambda: server.stub.Predict(predict_request("cartpole", observation=OBS), timeout=60)),
+            timed(lambda: server.rest("/v1/models/cartpole"))]
+
+
+def test_long_runs_hold_up_no_other_client(server):
+    """Four long requests to one model (queued behind each other) while other clients probe."""
+    long_runs = [server.stub.Predict.future(spin(LONG), timeout=600) for _ in range(4)]
+    try:
+        time.sleep(0.5)  # the first is running, the others wait for the model's one place
+        for _ in range(5):
+            assert max(probes(server)) < PROBE_BOUND
+        assert not long_runs[0].done(), "the long run ended before the probes: make LONG longer"
+    finally:
+        for call in long_runs:
+            call.cancel()
+    # the model's queue drains: the cancelled runs stopped, so a short one is served
+    assert server.stub.Predict(spin(10), timeout=60).outputs["value"]
+
+
+def test_cancelled_grpc_request_stops_its_session_run(server):
+    endless = server.stub.Predict.future(spin(ENDLESS), timeout=3600)
+    time.sleep(1.0)
+    assert not endless.done()
+    endless.cancel()
+    # spin has one place: this request runs only once the endless step has stopped
+    assert server.stub.Predict(spin(10), timeout=60).outputs["value"]
+
+
+def test_closed_rest_connection_stops_its_session_run(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+    connection.request("POST", "/v1/models/spin:predict", json.dumps({"instances": [ENDLESS]}))
+    time.sleep(1.0)
+    connection.close()  # the client gives up
+    status, body, _ = server.rest("/v1/models/spin:predict", {"instances": [10]})
+    assert status == 200 and len(body["predictions"]) == 1
