@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +23,7 @@ from serving.errors import ServingError, describe, invalid
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.servable import DEFAULT_SIGNATURE, Servable, Ticket, warmup_requests
-from serving.tensors import to_ndarray
+from serving.tensors import DTYPES, proto_shape, to_ndarray
 
 CLASSIFY, REGRESS, PREDICT = ("tensorflow/serving/classify", "tensorflow/serving/regress",
                               "tensorflow/serving/predict")
@@ -37,13 +39,65 @@ def spec_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
             spec.version_label if which == "version_label" else None)
 
 
-def prepare(servable: Servable, signature_name: str, inputs: dict, output_filter=()):
-    """The checked (signature, input arrays, output aliases) of a Predict, or the real server's error."""
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server (ours: the real server bounds only message sizes)."""
+    max_rows: int = 10_000
+    """rows (dimension 0 of the inputs) of one request"""
+    max_bytes: int = 512 * 2**20
+    """bytes of the decoded inputs, and of the outputs, of one request (at most a gRPC message, 2 GiB)"""
+
+    def refuse(self, what: str) -> ServingError:
+        return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what}; this server answers at most "
+                            f"{self.max_rows} rows and {self.max_bytes} bytes of inputs or outputs per request "
+                            "(--max_request_rows, --max_request_bytes)")
+
+    def check_inputs(self, shapes: dict[str, tuple[list[int], int]]) -> int:
+        """Refuse inputs ({alias: (shape, bytes per element)}) beyond the bounds before they are
+        built; the request's rows."""
+        rows = max((shape[0] for shape, _ in shapes.values() if shape), default=1)
+        if rows > self.max_rows:
+            raise self.refuse(f"The request has {rows} rows")
+        size = sum(math.prod(shape) * itemsize for shape, itemsize in shapes.values())
+        if size > self.max_bytes:
+            raise self.refuse(f"The request's inputs take {size} bytes")
+        return rows
+
+    def check_outputs(self, signature, aliases: list[str], rows: int) -> None:
+        """Refuse before the run when the outputs' static shapes (batch dimension = rows) already
+        exceed the byte bound."""
+        size = 0
+        for alias in aliases:
+            info = signature.outputs[alias]
+            dims = [d.size for d in info.tensor_shape.dim]
+            if info.tensor_shape.unknown_rank or any(d < 0 for d in dims[1:]) or info.dtype not in DTYPES \
+                    or DTYPES[info.dtype][0] is np.object_:
+                continue
+            if dims and dims[0] < 0:
+                dims[0] = rows
+            size += math.prod(dims) * np.dtype(DTYPES[info.dtype][0]).itemsize
+        if size > self.max_bytes:
+            raise self.refuse(f"The request's outputs would take {size} bytes")
+
+    def check_result(self, outputs: dict[str, np.ndarray]) -> None:
+        size = sum(v.nbytes for v in outputs.values())
+        if size > self.max_bytes:
+            raise self.refuse(f"The request's outputs take {size} bytes")
+
+
+def prepare(servable: Servable, signature_name: str, inputs: dict, output_filter=(), limits: Limits = Limits()):
+    """The checked (signature, input arrays, output aliases) of a Predict, or the real server's error;
+    the request's size is checked against `limits` before its arrays are built."""
     signature = servable.signature(signature_name)
     servable.check_inputs(signature, inputs)
+    aliases = servable.output_aliases(signature, output_filter)
+    shapes = {alias: (list(value.shape), value.itemsize) if isinstance(value, np.ndarray) else proto_shape(value, alias)
+              for alias, value in inputs.items()}
+    rows = limits.check_inputs(shapes)
+    limits.check_outputs(signature, aliases, rows)
     arrays = {alias: value if isinstance(value, np.ndarray) else to_ndarray(value, alias)
               for alias, value in inputs.items()}
-    return signature, arrays, servable.output_aliases(signature, output_filter)
+    return signature, arrays, aliases
 
 
 class ServerCore:
@@ -56,8 +110,9 @@ class ServerCore:
     """
 
     def __init__(self, manager: ModelManager, metrics: Metrics, *, batching: BatchOptions | None = None,
-                 threads: int = 16):
+                 threads: int = 16, limits: Limits = Limits()):
         self.manager = manager
+        self.limits = limits
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="session-run")
         self.codec = ThreadPoolExecutor(2, thread_name_prefix="codec")
@@ -118,7 +173,7 @@ class ServerCore:
         with self.servable(spec) as servable:
             name = spec.signature_name or DEFAULT_SIGNATURE
             signature, arrays, aliases = await self.offload(payload_bytes, prepare, servable, name, inputs,
-                                                            output_filter)
+                                                            output_filter, self.limits)
             start = time.perf_counter()
             if self.batching is not None:
                 if self.batcher is None:
@@ -126,6 +181,7 @@ class ServerCore:
                 outputs = await self.batcher.run(servable, name, signature, arrays, aliases, deadline)
             else:
                 outputs = await self.run(servable, signature, arrays, aliases, deadline)
+            self.limits.check_result(outputs)
             self.metrics.runtime_latency.observe((time.perf_counter() - start) * 1e6, spec.name, "Predict", "TF1")
             return servable.version, name, outputs
 
@@ -143,6 +199,7 @@ class ServerCore:
         signature = servable.signatures[name]
         feed, outputs = check_inference_signature(method, signature)
         examples = serialized_examples(request_input)
+        self.limits.check_inputs({feed: ([len(examples)], 0)})
         values = await self.run(servable, signature, {feed: examples}, outputs, deadline)
         return inference_result(method, values, len(examples))
 

@@ -63,6 +63,12 @@ def flag_parser() -> argparse.ArgumentParser:
     add("--tensorflow_inter_op_parallelism", type=int, default=0, help="ops run at once (0: TF decides)")
     add("--saved_model_tags", default="serve", help="MetaGraphDef tags to load, comma separated")
     # ours, not tensorflow_model_server's
+    add("--max_request_rows", type=int, default=10_000,
+        help="rows (dimension 0) one request may ask for; more are refused with RESOURCE_EXHAUSTED. "
+             "Not a TF Serving flag")
+    add("--max_request_bytes", type=int, default=512 * 2**20,
+        help="bytes of decoded inputs, and of outputs, one request may take (at most 2147483647, a gRPC "
+             "message); more are refused with RESOURCE_EXHAUSTED. Not a TF Serving flag")
     add("--max_inflight_per_model", type=int, default=2,
         help="session runs of one model version at once (each has its own session, so the variables are held "
              "this many times); more requests wait in order. Not a TF Serving flag")
@@ -83,6 +89,10 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
         parser.error("--batching_parameters_file needs --enable_batching")
     if args.rest_api_port and args.rest_api_port == args.port:
         parser.error(f"--rest_api_port must differ from --port (both {args.port})")
+    if not 1 <= args.max_request_bytes <= 2**31 - 1:
+        parser.error(f"--max_request_bytes must be in [1, 2147483647] (a gRPC message), got {args.max_request_bytes}")
+    if args.max_request_rows < 1:
+        parser.error(f"--max_request_rows must be at least 1, got {args.max_request_rows}")
     if args.max_inflight_per_model < 1:
         parser.error(f"--max_inflight_per_model must be at least 1, got {args.max_inflight_per_model}")
     for name in ("port", "rest_api_port"):
@@ -113,7 +123,7 @@ def serve(argv: list[str]) -> int:
     quiet_tensorflow()
 
     from serving.batching import BatchOptions
-    from serving.core import ServerCore
+    from serving.core import Limits, ServerCore
     from serving.errors import ServingError
     from serving.manager import ModelManager, model_config_list
     from serving.metrics import Metrics
@@ -131,7 +141,8 @@ def serve(argv: list[str]) -> int:
                                                     intra_op=args.tensorflow_intra_op_parallelism,
                                                     inter_op=args.tensorflow_inter_op_parallelism,
                                                     max_sessions=args.max_inflight_per_model))
-        core = ServerCore(manager, metrics, batching=batching, threads=args.grpc_max_threads)
+        core = ServerCore(manager, metrics, batching=batching, threads=args.grpc_max_threads,
+                          limits=Limits(args.max_request_rows, args.max_request_bytes))
         if args.enable_model_warmup:
             manager.warmup = core.warmup
         manager.start(args.file_system_poll_wait_seconds)

@@ -142,7 +142,7 @@ def test_status_codes(server, request_, code, message):
 
 
 def test_deadline_is_honoured(server):
-    request = predict_request("vae", "decode", z=np.zeros((20000, 2), np.float32))
+    request = predict_request("vae", "decode", z=np.zeros((10000, 2), np.float32))
     with pytest.raises(grpc.RpcError) as caught:
         server.stub.Predict(request, timeout=0.05)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

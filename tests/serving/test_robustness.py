@@ -32,7 +32,7 @@ def server(smoke_export, policy_models, spin_models, tmp_path_factory):
     config = write_config(tmp_path_factory.mktemp("robust") / "models.config",
                           {"vae": smoke_export.parent, "cartpole": policy_models / "cartpole",
                            "spin": spin_models / "spin"})
-    started = Server(f"--model_config_file={config}", "--max_inflight_per_model=1",
+    started = Server(f"--model_config_file={config}", "--max_inflight_per_model=1", "--max_request_bytes=16000000",
                      wait_for=("vae", "cartpole", "spin"))
     yield started
     assert started.process.poll() is None, started.output()
@@ -97,3 +97,41 @@ def test_closed_rest_connection_stops_its_session_run(server):
     connection.close()  # the client gives up
     status, body, _ = server.rest("/v1/models/spin:predict", {"instances": [10]})
     assert status == 200 and len(body["predictions"]) == 1
+
+
+def sample_request(seeds: int):
+    """A 13-byte-ish request for `seeds` images: one int64 value repeated to shape [seeds]."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "vae", "sample"
+    tensor = request.inputs["seed"]
+    tensor.dtype = 9  # DT_INT64
+    tensor.tensor_shape.dim.add().size = seeds
+    tensor.int64_val.append(7)
+    return request
+
+
+@pytest.mark.parametrize("request_, why", [
+    (sample_request(20_000), "The request has 20000 rows"),  # rows, checked before anything is built
+    # 6,000 images of 28x28 floats: 18,816,000 bytes of outputs (from the signature's static
+    # shape [-1, 28, 28, 1]) beyond --max_request_bytes=16000000, refused before the run
+    (sample_request(6_000), "The request's outputs would take 18816000 bytes"),
+    # one row of 2**28 floats (1 GiB decoded from a few bytes)
+    (predict_request("cartpole"), "The request's inputs take 1073741824 bytes"),
+])
+def test_oversized_requests_are_refused_and_the_next_is_served(server, request_, why):
+    if not request_.inputs:
+        tensor = request_.inputs["observation"]
+        tensor.dtype = 1  # DT_FLOAT
+        tensor.tensor_shape.dim.add().size = 1
+        tensor.tensor_shape.dim.add().size = 2**28
+        tensor.float_val.append(1.0)
+    with pytest.raises(grpc.RpcError) as caught:
+        server.stub.Predict(request_, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.details().startswith(why + "; this server answers at most 10000 rows and 16000000 bytes")
+    assert timed(lambda: server.stub.Predict(sample_request(1), timeout=60)) < PROBE_BOUND
+
+
+def test_oversized_rest_request_gets_429(server):
+    status, body, _ = server.rest("/v1/models/vae:predict", {"signature_name": "sample", "instances": [0] * 10_001})
+    assert status == 429 and body["error"].startswith("The request has 10001 rows")
