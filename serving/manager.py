@@ -9,7 +9,9 @@ version that fails to load stays END with its error and never displaces a workin
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import os
 import re
 import threading
 import time
@@ -35,6 +37,24 @@ class Version:
     error_code: grpc.StatusCode = grpc.StatusCode.OK
     error_message: str = ""
     servable: Servable | None = None
+    attempts: int = 0            # failed load attempts so far
+    retry_at: float = 0.0        # monotonic time of the next attempt, while LOADING after a failure
+    fingerprint: tuple = ()      # the directory as it was at the last failure (a copy still arriving?)
+
+
+def fingerprint(path: Path) -> tuple:
+    """Names, sizes and times of a version directory's files (top level and variables/, at most
+    1000): when it changes after a failed load, the copy was still arriving, so load again now."""
+    entries = []
+    for folder in (path, path / "variables"):
+        try:
+            with os.scandir(folder) as listing:
+                for entry in itertools.islice(listing, 1000):
+                    info = entry.stat(follow_symlinks=False)
+                    entries.append((folder.name, entry.name, info.st_size, info.st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(sorted(entries))
 
 
 @dataclasses.dataclass
@@ -153,12 +173,19 @@ class ModelManager:
         if poll_seconds > 0:
             threading.Thread(target=self._poll, args=(poll_seconds,), daemon=True, name="version-poller").start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Unload everything, giving running requests `timeout` seconds (then their runs are
+        cancelled); a load under way for longer than that is left (the process is ending)."""
         self._stop.set()
-        with self._manage:
+        if not self._manage.acquire(timeout=timeout):
+            log.warning("a model load is still under way; exiting without unloading")
+            return
+        try:
             for model in self.models.values():
                 for entry in model.versions.values():
-                    self._unload(model, entry)
+                    self._unload(model, entry, timeout)
+        finally:
+            self._manage.release()
 
     def _poll(self, seconds: float) -> None:
         while not self._stop.wait(seconds):
@@ -188,7 +215,13 @@ class ModelManager:
             for number in sorted(wanted, reverse=True):
                 entry = model.versions.get(number)
                 if entry is None or (entry.state == State.END and entry.error_code == grpc.StatusCode.OK):
-                    self._load(model, number)
+                    self._load(model, number, startup)
+                elif entry.state == State.LOADING and entry.attempts and self._retry_due(model, entry):
+                    self._load(model, number, startup, entry)
+            for entry in model.versions.values():  # a failed version no longer aspired: stop retrying it
+                if entry.number not in wanted and entry.state == State.LOADING and entry.attempts:
+                    with self._lock:
+                        entry.state = State.END
             if startup:
                 failed = [v for v in model.versions.values() if v.state == State.END and v.error_code != grpc.StatusCode.OK]
                 if failed and not any(v.state == State.AVAILABLE for v in model.versions.values()):
@@ -199,13 +232,23 @@ class ModelManager:
                 if entry.number not in wanted and entry.state == State.AVAILABLE and (serving_wanted or not wanted):
                     self._unload(model, entry)
 
-    def _load(self, model: Model, number: int) -> None:
+    def _retry_due(self, model: Model, entry: Version) -> bool:
+        """A failed version is tried again when its retry interval has passed, or at once when its
+        directory changed since it failed (a slow copy completing)."""
+        return (time.monotonic() >= entry.retry_at
+                or fingerprint(Path(model.config.base_path) / str(entry.number)) != entry.fingerprint)
+
+    def _load(self, model: Model, number: int, startup: bool = False, entry: Version | None = None) -> None:
+        """Load attempts of one version. A failure never sleeps here (the caller holds the manager's
+        lock): the version stays LOADING and the next poll retries it when due; at startup the
+        retries are waited for, as the real server's start-up does."""
         name, path = model.config.name, Path(model.config.base_path) / str(number)
-        entry = Version(number, State.LOADING)
-        with self._lock:
-            model.versions[number] = entry
-        log.info("Loading servable: {name: %s version: %d}", name, number)
-        for attempt in range(self.max_load_retries + 1):
+        if entry is None:
+            entry = Version(number, State.LOADING)
+            with self._lock:
+                model.versions[number] = entry
+            log.info("Loading servable: {name: %s version: %d}", name, number)
+        while True:
             try:
                 servable = Servable(name, number, path, **self.session_options)
                 self.on_load_attempt(str(path), True)
@@ -215,23 +258,30 @@ class ModelManager:
             except Exception as error:  # any failure leaves the version END with the error shown
                 self.on_load_attempt(str(path), False)
                 code, message = describe(error)
-                log.error("Loading servable %s version %d failed (attempt %d): %s", name, number, attempt + 1, message)
-                if attempt == self.max_load_retries or self._stop.is_set():
-                    with self._lock:
-                        entry.state, entry.error_code, entry.error_message = State.END, code, message
+                entry.attempts += 1
+                log.error("Loading servable %s version %d failed (attempt %d): %s", name, number, entry.attempts,
+                          message)
+                with self._lock:
+                    entry.error_code, entry.error_message = code, message
+                    if entry.attempts > self.max_load_retries or self._stop.is_set():
+                        entry.state = State.END
+                        return
+                entry.retry_at = time.monotonic() + max(0.0, self.load_retry_seconds)
+                entry.fingerprint = fingerprint(path)
+                if not startup or self._stop.wait(max(0.0, self.load_retry_seconds)):
                     return
-                time.sleep(self.load_retry_seconds)
         with self._lock:
             entry.servable, entry.state = servable, State.AVAILABLE
+            entry.error_code, entry.error_message = grpc.StatusCode.OK, ""
         log.info("Successfully loaded servable version {name: %s version: %d}", name, number)
 
-    def _unload(self, model: Model, entry: Version) -> None:
+    def _unload(self, model: Model, entry: Version, timeout: float = 60.0) -> None:
         if entry.servable is None:
             return
         with self._lock:
             entry.state = State.UNLOADING
             servable, entry.servable = entry.servable, None
-        servable.unload()
+        servable.unload(timeout)
         with self._lock:
             entry.state = State.END
         log.info("Unloaded servable version {name: %s version: %d}", model.config.name, entry.number)

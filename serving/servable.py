@@ -73,7 +73,7 @@ class Servable:
         self._tensors: dict[str, object] = {}
         self._pool_lock = threading.Lock()
         self._free = [self._new_session()]
-        self._sessions = 1  # made and not closed
+        self._sessions = list(self._free)  # made and not closed, running or free
         self._inflight = 0
         self._idle = threading.Condition()
         self.admission = None  # an asyncio.Semaphore(max_sessions), made by the core on its loop
@@ -90,18 +90,15 @@ class Servable:
         with self._pool_lock:
             if self._free:
                 return self._free.pop()
-            self._sessions += 1
-        try:
-            return self._new_session()
-        except Exception:
-            with self._pool_lock:
-                self._sessions -= 1
-            raise
+        session = self._new_session()
+        with self._pool_lock:
+            self._sessions.append(session)
+        return session
 
     def _checkin(self, session: tf1.Session, closed: bool) -> None:
         with self._pool_lock:
             if closed:
-                self._sessions -= 1
+                self._sessions.remove(session)
             else:
                 self._free.append(session)
 
@@ -206,11 +203,12 @@ class Servable:
             self._idle.notify_all()
 
     def unload(self, timeout: float = 60.0) -> None:
-        """Close the sessions once the requests already running on them are done."""
+        """Close the sessions once the requests already running on them are done, or after `timeout`
+        seconds (closing a session cancels the step running on it)."""
         with self._idle:
             self._idle.wait_for(lambda: self._inflight == 0, timeout)
         with self._pool_lock:
-            sessions, self._free = self._free, []
+            sessions, self._free = list(self._sessions), []
         for session in sessions:
             session.close()
 

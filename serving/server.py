@@ -171,7 +171,21 @@ async def _run(args: argparse.Namespace, core) -> None:
     loop = asyncio.get_running_loop()
 
     async def reload(configs) -> None:
-        await loop.run_in_executor(None, core.manager.reload, configs)
+        """The reload on a daemon thread: a slow or hostile one never holds up shutdown."""
+        done = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if not done.done():
+                done.set_exception(error) if error else done.set_result(None)
+
+        def work() -> None:
+            try:
+                core.manager.reload(configs)
+                loop.call_soon_threadsafe(settle, None)
+            except BaseException as error:  # handed to the waiting request
+                loop.call_soon_threadsafe(settle, error)
+        threading.Thread(target=work, daemon=True, name="reload").start()
+        await done
 
     addresses = [f"{args.host}:{args.port}"] + ([f"unix:{args.grpc_socket_path}"] if args.grpc_socket_path else [])
     grpc_server = await start_grpc(core, reload, addresses, args.enable_serialization_as_tensor_content)

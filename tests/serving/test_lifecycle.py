@@ -144,3 +144,33 @@ def _status_or_empty(client, name):
         return client.status(name)
     except ServingError:
         return []
+
+
+def test_failed_loads_hold_up_nothing_and_sigterm_ends_promptly(start_server, tmp_path):
+    """A corrupt version, then a good one: the good one is served at the next poll, not after
+    the corrupt one's retries (5 of them, 60 s apart: the real server's defaults). A reload
+    pointing at /proc answers, and SIGTERM then ends the server."""
+    base = tmp_path / "cartpole"
+    base.mkdir()
+    export_policy(base, 1)
+    server = start_server(f"--model_base_path={base}", "--model_name=cartpole", "--file_system_poll_wait_seconds=1",
+                          wait_for=("cartpole",), rest=False)
+    client = Client(server.target)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    broken.rename(base / "2")
+    wait_until(lambda: states(client).get(2, ("", "OK"))[1] != "OK", what="version 2 to fail once")
+    export_policy(base, 3, shift=3.0)
+    # 30 s: half the retry interval the old manager slept (holding its lock) before anything else
+    wait_until(lambda: predict(server.stub)[0] == 3, timeout=30, what="version 3 served")
+    wait_until(lambda: states(client)[2][0] == "END", what="version 2 no longer retried")
+
+    started = time.monotonic()
+    with pytest.raises(ServingError) as caught:
+        client.reload('config { name: "proc" base_path: "/proc" model_platform: "tensorflow" }')
+    assert caught.value.message.startswith("1 model(s) did not become available: {proc}")
+    assert time.monotonic() - started < 30  # one failed attempt; retries wait for the poller
+    client.close()
+    server.process.terminate()
+    assert server.process.wait(30) == 0
