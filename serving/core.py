@@ -128,9 +128,15 @@ class ServerCore:
         finally:
             servable.release()
 
+    def metric_label(self, model: str) -> str:
+        """The model_name label of a request: the name if the server is configured with it, else ""
+        (so names made up by clients cannot grow the metrics without bound)."""
+        return model if model in self.manager.models else ""
+
     @contextlib.contextmanager
     def counted(self, model: str, api: str, entrypoint: str):
         """Record request_count by status and, for successes, request_latency (front ends call this)."""
+        model = self.metric_label(model)
         start = time.perf_counter()
         try:
             yield

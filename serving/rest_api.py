@@ -67,8 +67,9 @@ class RestApi:
         except Exception as error:
             code, message = describe(error)
             status, body = HTTP_STATUS.get(code, 500), _error_body(message)
-            self.core.metrics.request_count.inc(model, code.name)
+            self.core.metrics.request_count.inc(self.core.metric_label(model), code.name)
         else:
+            model = self.core.metric_label(model)
             self.core.metrics.request_count.inc(model, "OK")
             self.core.metrics.request_latency.observe((time.perf_counter() - start) * 1e6, model, api, "REST")
         body = await self.core.offload(len(body), str.encode, body)

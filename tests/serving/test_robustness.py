@@ -135,3 +135,24 @@ def test_oversized_requests_are_refused_and_the_next_is_served(server, request_,
 def test_oversized_rest_request_gets_429(server):
     status, body, _ = server.rest("/v1/models/vae:predict", {"signature_name": "sample", "instances": [0] * 10_001})
     assert status == 429 and body["error"].startswith("The request has 10001 rows")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def test_made_up_model_names_leave_memory_flat(server):
+    def unknown(i: int) -> None:
+        request = predict_request(f"{i:06d}" + "x" * 2**20, observation=OBS)  # a 1 MB name
+        with pytest.raises(grpc.RpcError) as caught:
+            server.stub.Predict(request, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    for i in range(20):  # gRPC's buffers for 1 MB messages settle first
+        unknown(i)
+    before = rss_bytes(server.process.pid)
+    for i in range(20, 220):
+        unknown(i)
+    # kept as metric labels, 200 names of 1 MB would hold 200 MB or more (the old server: +350 MB
+    # for 300); 50 MB leaves room for allocator noise
+    assert rss_bytes(server.process.pid) - before < 50 * 2**20
