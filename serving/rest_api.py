@@ -99,7 +99,11 @@ class RestApi:
             response = model_status(self.core, get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
             return name, "status", json_format.MessageToJson(response, always_print_fields_with_no_presence=True)
         verb = verb.lower()
-        body = await request.read()
+        try:
+            body = await request.read()
+        except Exception as error:  # a body aiohttp cannot decode (e.g. Content-Encoding: gzip, not gzip)
+            raise invalid(f"Could not read the request body (Content-Encoding: "
+                          f"{request.headers.get('Content-Encoding', 'identity')}): {error}") from None
         deadline = None if self.timeout is None else time.perf_counter() + self.timeout
         if verb == "predict":
             return name, verb, await self.predict(spec, body, deadline)

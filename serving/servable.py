@@ -118,7 +118,11 @@ class Servable:
 
     def _output(self, tensor_name: str):
         if tensor_name not in self._tensors:
-            self._tensors[tensor_name] = self.graph.get_tensor_by_name(tensor_name)._as_tf_output()
+            try:
+                self._tensors[tensor_name] = self.graph.get_tensor_by_name(tensor_name)._as_tf_output()
+            except (KeyError, ValueError):  # e.g. __saved_model_init_op's "NoOp", an operation
+                raise invalid(f"Tensor {tensor_name}, specified in either feed_devices or fetch_devices "
+                              "was not found in the Graph") from None
         return self._tensors[tensor_name]
 
     def check_inputs(self, signature: meta_graph_pb2.SignatureDef, inputs: dict) -> None:

@@ -202,6 +202,9 @@ def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
 def json_to_array(value, dtype: int) -> np.ndarray:
     """A dense JSON value (scalar or nested lists) as an array of the signature's dtype."""
     shape = _dense_shape(value)
+    if len(shape) > MAX_DIMS:
+        raise invalid(f"JSON Value: {_debug(value)} has {len(shape)} levels of lists; a tensor has at most "
+                      f"{MAX_DIMS} dimensions")
     values: list = []
     _fill(value, 0, shape, dtype, values)
     numpy_dtype = DTYPES[dtype][0]

@@ -106,11 +106,13 @@ class Server:
                     raise RuntimeError(f"{name} not available after {timeout} s:\n{self.output()}")
                 time.sleep(0.2)
 
-    def rest(self, path: str, body=None, method: str | None = None) -> tuple[int, dict | str, dict]:
+    def rest(self, path: str, body=None, method: str | None = None,
+             headers: dict | None = None) -> tuple[int, dict | str, dict]:
         """(HTTP status, parsed JSON or text, headers) of one REST call."""
         data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data,
-                                         method=method or ("POST" if data is not None else "GET"))
+                                         method=method or ("POST" if data is not None else "GET"),
+                                         headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=60) as reply:
                 status, text, headers = reply.status, reply.read().decode(), dict(reply.headers)
