@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      inference_pb2, model_management_pb2, predict_pb2, regression_pb2)
 
 from serving.core import CLASSIFY, REGRESS, ServerCore, spec_choice
-from serving.errors import describe, invalid
+from serving.errors import ServingError, describe, invalid
 from serving.tensors import to_proto
 
 
@@ -159,6 +159,9 @@ class ModelService:
 
     @_answer(model_management_pb2.ReloadConfigRequest)
     async def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, context):
+        if self.reload is None:
+            raise ServingError(grpc.StatusCode.PERMISSION_DENIED, "HandleReloadConfigRequest is turned off on this "
+                               "server (--allow_reload_config_rpc=false)")
         if request.config.WhichOneof("config") != "model_config_list":
             raise invalid("ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
                           "ModelConfigList is currently supported")

@@ -88,8 +88,9 @@ def aspired(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> 
     return on_disk[-keep:]
 
 
-def check_config_list(configs: model_server_config_pb2.ModelConfigList) -> None:
-    """The real server's validation of a model list: names unique, paths absolute, platform tensorflow."""
+def check_config_list(configs: model_server_config_pb2.ModelConfigList, roots: tuple[str, ...] = ()) -> None:
+    """The real server's validation of a model list: names unique, paths absolute, platform tensorflow;
+    and ours: with `roots` (--allowed_model_roots), every base path must lie under one of them."""
     seen = set()
     for config in configs.config:
         if not config.name:
@@ -103,6 +104,17 @@ def check_config_list(configs: model_server_config_pb2.ModelConfigList) -> None:
         if config.model_platform not in ("", "tensorflow"):
             raise invalid(f"Model {config.name} has model_platform {config.model_platform!r}; "
                           "this server serves only \"tensorflow\"")
+        if roots and not any(_within(config.base_path, root) for root in roots):
+            raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
+                               f"Model {config.name} has base_path {config.base_path}, outside the allowed model "
+                               f"roots {', '.join(roots)} (--allowed_model_roots); a SavedModel is code, so this "
+                               "server loads models only from there")
+
+
+def _within(path: str, root: str) -> bool:
+    """Whether `path` is `root` or below it, once both are resolved (no `..` or symlink escapes)."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
 
 
 class ModelManager:
@@ -112,8 +124,9 @@ class ModelManager:
                  warmup: Callable[[Servable], None] | None = None,
                  max_load_retries: int = 5, load_retry_seconds: float = 60.0,
                  allow_labels_for_unavailable: bool = False, on_load_attempt=None,
-                 session_options: dict | None = None):
-        check_config_list(configs)
+                 session_options: dict | None = None, allowed_roots: tuple[str, ...] = ()):
+        self.allowed_roots = tuple(allowed_roots)
+        check_config_list(configs, self.allowed_roots)
         self.models: dict[str, Model] = {c.name: Model(c) for c in configs.config}
         self.warmup = warmup
         self.max_load_retries = max_load_retries
@@ -301,7 +314,7 @@ class ModelManager:
 
     def reload(self, configs: model_server_config_pb2.ModelConfigList) -> None:
         """HandleReloadConfigRequest: the new list replaces the old; blocks until new models are up."""
-        check_config_list(configs)
+        check_config_list(configs, self.allowed_roots)
         with self._manage:
             new = {c.name: c for c in configs.config}
             for name in [n for n in self.models if n not in new]:

@@ -63,6 +63,13 @@ def flag_parser() -> argparse.ArgumentParser:
     add("--tensorflow_inter_op_parallelism", type=int, default=0, help="ops run at once (0: TF decides)")
     add("--saved_model_tags", default="serve", help="MetaGraphDef tags to load, comma separated")
     # ours, not tensorflow_model_server's
+    add("--allowed_model_roots", default="",
+        help="comma-separated directories: every model base path (flags, config file, reload RPC) must lie "
+             "under one of them, others are refused with PERMISSION_DENIED; empty allows any. A SavedModel is "
+             "code. Not a TF Serving flag")
+    flag("--allow_reload_config_rpc", True,
+         "answer ModelService/HandleReloadConfigRequest (it lets any gRPC client load any SavedModel the "
+         "server can read); false refuses it with PERMISSION_DENIED. Not a TF Serving flag")
     add("--max_request_rows", type=int, default=10_000,
         help="rows (dimension 0) one request may ask for; more are refused with RESOURCE_EXHAUSTED. "
              "Not a TF Serving flag")
@@ -93,6 +100,9 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--max_request_bytes must be in [1, 2147483647] (a gRPC message), got {args.max_request_bytes}")
     if args.max_request_rows < 1:
         parser.error(f"--max_request_rows must be at least 1, got {args.max_request_rows}")
+    for root in filter(None, args.allowed_model_roots.split(",")):
+        if not os.path.isabs(root):
+            parser.error(f"--allowed_model_roots must list absolute directories, got {root!r}")
     if args.max_inflight_per_model < 1:
         parser.error(f"--max_inflight_per_model must be at least 1, got {args.max_inflight_per_model}")
     for name in ("port", "rest_api_port"):
@@ -140,7 +150,8 @@ def serve(argv: list[str]) -> int:
                                session_options=dict(tags=args.saved_model_tags.split(","),
                                                     intra_op=args.tensorflow_intra_op_parallelism,
                                                     inter_op=args.tensorflow_inter_op_parallelism,
-                                                    max_sessions=args.max_inflight_per_model))
+                                                    max_sessions=args.max_inflight_per_model),
+                               allowed_roots=tuple(r for r in args.allowed_model_roots.split(",") if r))
         core = ServerCore(manager, metrics, batching=batching, threads=args.grpc_max_threads,
                           limits=Limits(args.max_request_rows, args.max_request_bytes))
         if args.enable_model_warmup:
@@ -188,7 +199,8 @@ async def _run(args: argparse.Namespace, core) -> None:
         await done
 
     addresses = [f"{args.host}:{args.port}"] + ([f"unix:{args.grpc_socket_path}"] if args.grpc_socket_path else [])
-    grpc_server = await start_grpc(core, reload, addresses, args.enable_serialization_as_tensor_content)
+    grpc_server = await start_grpc(core, reload if args.allow_reload_config_rpc else None, addresses,
+                                   args.enable_serialization_as_tensor_content)
     runner = None
     try:
         log.info("Running gRPC ModelServer at %s:%d ...", args.host, args.port)

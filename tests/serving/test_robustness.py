@@ -6,6 +6,7 @@ so every claim below is about ordering, not speed: a probe that finishes while a
 is still going was not held up by it; a request queued behind a cancelled one finishes only
 if the cancelled run really stopped.
 """
+import asyncio
 import http.client
 import json
 import threading
@@ -14,7 +15,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, predict_pb2
 
 from serving.tensors import to_proto
 from tests.serving.conftest import Server, write_config
@@ -32,8 +33,10 @@ def server(smoke_export, policy_models, spin_models, tmp_path_factory):
     config = write_config(tmp_path_factory.mktemp("robust") / "models.config",
                           {"vae": smoke_export.parent, "cartpole": policy_models / "cartpole",
                            "spin": spin_models / "spin"})
+    root = tmp_path_factory.getbasetemp()
     started = Server(f"--model_config_file={config}", "--max_inflight_per_model=1", "--max_request_bytes=16000000",
-                     wait_for=("vae", "cartpole", "spin"))
+                     f"--allowed_model_roots={root}", wait_for=("vae", "cartpole", "spin"))
+    started.allowed_root = root
     yield started
     assert started.process.poll() is None, started.output()
     started.stop()
@@ -156,3 +159,36 @@ def test_made_up_model_names_leave_memory_flat(server):
     # kept as metric labels, 200 names of 1 MB would hold 200 MB or more (the old server: +350 MB
     # for 300); 50 MB leaves room for allocator noise
     assert rss_bytes(server.process.pid) - before < 50 * 2**20
+
+
+def test_reload_is_confined_to_the_allowed_roots_or_turned_off(server, tmp_path, capsys):
+    from serving.grpc_api import ModelService
+    from serving.server import serve
+
+    roots = str(server.allowed_root)
+    reload = model_management_pb2.ReloadConfigRequest()
+    reload.config.model_config_list.config.add(name="proc", base_path="/proc", model_platform="tensorflow")
+    with pytest.raises(grpc.RpcError) as caught:
+        server.models.HandleReloadConfigRequest(reload, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert caught.value.details().startswith(f"Model proc has base_path /proc, outside the allowed model roots {roots}")
+    assert server.stub.Predict(spin(10), timeout=60).outputs["value"]  # the old list still serves
+
+    # at start-up too (in-process: it stops before loading anything), symlinks resolved
+    (tmp_path / "escape").symlink_to("/proc")
+    assert serve([f"--model_base_path={tmp_path / 'escape'}", "--model_name=x",
+                  f"--allowed_model_roots={tmp_path}"]) == 1
+    assert f"Model x has base_path {tmp_path / 'escape'}, outside the allowed model roots" in capsys.readouterr().err
+
+    # --allow_reload_config_rpc=false: the service answers PERMISSION_DENIED (in-process)
+    class Core:
+        async def offload(self, size, function, *args):
+            return function(*args)
+
+    class Context:
+        async def abort(self, code, message):
+            raise grpc.RpcError(code, message)
+    with pytest.raises(grpc.RpcError) as caught:
+        asyncio.run(ModelService(Core(), None).HandleReloadConfigRequest(reload.SerializeToString(), Context()))
+    assert caught.value.args == (grpc.StatusCode.PERMISSION_DENIED, "HandleReloadConfigRequest is turned off on this "
+                                 "server (--allow_reload_config_rpc=false)")
