@@ -37,6 +37,7 @@ class Version:
     error_code: grpc.StatusCode = grpc.StatusCode.OK
     error_message: str = ""
     servable: Servable | None = None
+    directory: str = ""          # the version's directory under the base path, as found (`00000123`)
     attempts: int = 0            # failed load attempts so far
     retry_at: float = 0.0        # monotonic time of the next attempt, while LOADING after a failure
     fingerprint: tuple = ()      # the directory as it was at the last failure (a copy still arriving?)
@@ -64,16 +65,24 @@ class Model:
     labels: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def version_dirs(name: str, base_path: str) -> list[int]:
-    """Versions on disk: children named by an integer (`007` is 7), as SimpleAtoi reads them."""
+def version_dirs(name: str, base_path: str) -> dict[int, str]:
+    """Versions on disk, {number: directory name}: children named by an integer, as SimpleAtoi
+    reads them (`00000123` is version 123, served from `00000123/`). When two directories name
+    one version (`123/` and `00000123/`), the last in name order is loaded and the other
+    ignored, with the real server's warning (it keeps the last its file system lists; object
+    stores list in name order)."""
     base = Path(base_path)
     if not base.is_dir():
         raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find base path {base_path} for servable {name}")
-    found = []
-    for child in base.iterdir():
+    found: dict[int, str] = {}
+    for child in sorted(base.iterdir(), key=lambda c: c.name):
         if child.is_dir() and re.fullmatch(r"\+?\d{1,18}", child.name):
-            found.append(int(child.name))
-    return sorted(found)
+            number = int(child.name)
+            if number in found:
+                log.warning("Duplicate version directories detected. Version %d will be loaded from %s, %s will be "
+                            "ignored.", number, child.name, found[number])
+            found[number] = child.name
+    return found
 
 
 def aspired(config: model_server_config_pb2.ModelConfig, on_disk: list[int]) -> list[int]:
@@ -181,8 +190,9 @@ class ModelManager:
     def start(self, poll_seconds: float) -> None:
         """Load every model's aspired versions (fail like the real server if one cannot), then poll."""
         with self._manage:
+            labels = self._checked_labels([m.config for m in self.models.values()])
             self.reconcile(startup=True)
-            self._apply_labels(self.models)
+            self._set_labels(labels)
         if poll_seconds > 0:
             threading.Thread(target=self._poll, args=(poll_seconds,), daemon=True, name="version-poller").start()
 
@@ -215,12 +225,13 @@ class ModelManager:
             if model is None:
                 continue
             try:
-                on_disk = version_dirs(name, model.config.base_path)
+                directories = version_dirs(name, model.config.base_path)
             except ServingError as error:
                 if startup:
                     raise
                 log.warning("%s", error.message)
-                on_disk = []
+                directories = {}
+            on_disk = sorted(directories)
             if not on_disk:
                 log.warning("No versions of servable %s found under base path %s. Did you forget to name your "
                             "leaf directory as a number (eg. '/1/')?", name, model.config.base_path)
@@ -228,9 +239,9 @@ class ModelManager:
             for number in sorted(wanted, reverse=True):
                 entry = model.versions.get(number)
                 if entry is None or (entry.state == State.END and entry.error_code == grpc.StatusCode.OK):
-                    self._load(model, number, startup)
+                    self._load(model, number, directories[number], startup)
                 elif entry.state == State.LOADING and entry.attempts and self._retry_due(model, entry):
-                    self._load(model, number, startup, entry)
+                    self._load(model, number, entry.directory, startup, entry)
             for entry in model.versions.values():  # a failed version no longer aspired: stop retrying it
                 if entry.number not in wanted and entry.state == State.LOADING and entry.attempts:
                     with self._lock:
@@ -249,15 +260,16 @@ class ModelManager:
         """A failed version is tried again when its retry interval has passed, or at once when its
         directory changed since it failed (a slow copy completing)."""
         return (time.monotonic() >= entry.retry_at
-                or fingerprint(Path(model.config.base_path) / str(entry.number)) != entry.fingerprint)
+                or fingerprint(Path(model.config.base_path) / entry.directory) != entry.fingerprint)
 
-    def _load(self, model: Model, number: int, startup: bool = False, entry: Version | None = None) -> None:
+    def _load(self, model: Model, number: int, directory: str, startup: bool = False,
+              entry: Version | None = None) -> None:
         """Load attempts of one version. A failure never sleeps here (the caller holds the manager's
         lock): the version stays LOADING and the next poll retries it when due; at startup the
         retries are waited for, as the real server's start-up does."""
-        name, path = model.config.name, Path(model.config.base_path) / str(number)
+        name, path = model.config.name, Path(model.config.base_path) / directory
         if entry is None:
-            entry = Version(number, State.LOADING)
+            entry = Version(number, State.LOADING, directory=directory)
             with self._lock:
                 model.versions[number] = entry
             log.info("Loading servable: {name: %s version: %d}", name, number)
@@ -299,23 +311,35 @@ class ModelManager:
             entry.state = State.END
         log.info("Unloaded servable version {name: %s version: %d}", model.config.name, entry.number)
 
-    def _apply_labels(self, models: dict[str, Model]) -> None:
-        for model in models.values():
-            labels = dict(model.config.version_labels)
-            for label, number in labels.items():
-                entry = model.versions.get(number)
-                if (entry is None or entry.state != State.AVAILABLE) and not (
-                        self.allow_labels_for_unavailable and label not in model.labels):
-                    raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                                       f"Request to assign label to version {number} of model {model.config.name}, "
-                                       "which is not currently available for inference")
-            with self._lock:
-                model.labels = labels
+    def _checked_labels(self, configs) -> dict[str, dict[str, int]]:
+        """The configs' version labels, checked as UpdateModelVersionLabelMap checks them: before any
+        model of the config loads, a label may only name a version that is AVAILABLE already (so an
+        initial config with labels fails), unless --allow_version_labels_for_unavailable_models,
+        which allows it except for moving an existing label to another version."""
+        for config in configs:
+            model = self.models.get(config.name)
+            for label, number in config.version_labels.items():
+                entry = model.versions.get(number) if model else None
+                moved = model is not None and model.labels.get(label, number) != number
+                if (self.allow_labels_for_unavailable and not moved) or (
+                        entry is not None and entry.state == State.AVAILABLE):
+                    continue
+                raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"Request to assign label to version {number} of model {config.name}, "
+                                   "which is not currently available for inference")
+        return {config.name: dict(config.version_labels) for config in configs}
+
+    def _set_labels(self, labels: dict[str, dict[str, int]]) -> None:
+        with self._lock:
+            for name, model_labels in labels.items():
+                if name in self.models:
+                    self.models[name].labels = model_labels
 
     def reload(self, configs: model_server_config_pb2.ModelConfigList) -> None:
         """HandleReloadConfigRequest: the new list replaces the old; blocks until new models are up."""
         check_config_list(configs, self.allowed_roots)
         with self._manage:
+            labels = self._checked_labels(configs.config)
             new = {c.name: c for c in configs.config}
             for name in [n for n in self.models if n not in new]:
                 model = self.models[name]
@@ -337,7 +361,7 @@ class ModelManager:
             if missing:
                 raise ServingError(grpc.StatusCode.UNKNOWN, f"{len(missing)} model(s) did not become available: "
                                    f"{{{', '.join(sorted(missing))}}}")
-            self._apply_labels(self.models)
+            self._set_labels(labels)
 
 
 def model_config_list(name: str, base_path: str) -> model_server_config_pb2.ModelConfigList:

@@ -58,5 +58,6 @@ def read_text_proto(path: str, message_class):
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
     try:
         return text_format.Parse(text, message_class())
-    except text_format.ParseError as error:
-        raise ConfigError(f"{path} is not a valid text {message_class.DESCRIPTOR.name}: {error}") from None
+    except text_format.ParseError as error:  # the real server's two lines: protobuf's, then its own
+        raise ConfigError(f"Error parsing text-format {message_class.DESCRIPTOR.full_name}: {error}; "
+                          f"Invalid protobuf file: '{path}'") from None

@@ -104,6 +104,7 @@ def to_proto(array: np.ndarray, as_content: bool = False) -> tensor_pb2.TensorPr
         else:
             values = array.view(np.uint16) if array.dtype == np.float16 else array
             getattr(proto, DTYPES[proto.dtype][1]).extend(values.ravel().tolist())
+    proto.tensor_shape.SetInParent()  # a scalar still carries `tensor_shape {}`, as AsProtoField writes it
     for size in array.shape:
         proto.tensor_shape.dim.add().size = size
     return proto
@@ -216,19 +217,57 @@ def json_to_array(value, dtype: int) -> np.ndarray:
         return np.asarray(values, dtype=numpy_dtype).reshape(shape)
 
 
+# Python's json messages -> rapidjson's GetParseError_En texts, which the real server reports
+_RAPIDJSON = [("Expecting value", "Invalid value."),
+              ("Expecting property name", "Missing a name for object member."),
+              ("Expecting ':' delimiter", "Missing a colon after a name of object member."),
+              ("Unterminated string", "Missing a closing quotation mark in string."),
+              ("Invalid control character", "Invalid encoding in string."),
+              ("Invalid \\escape", "Invalid escape character in string."),
+              ("Invalid \\u", "Incorrect hex digit after \\u escape in string."),
+              ("Extra data", "The document root must not be followed by other values.")]
+
+
+def parse_json(body: bytes):
+    """The JSON document of a request body, or `JSON Parse error: <rapidjson's text> at offset: N`."""
+    if not body.strip():
+        raise invalid("JSON Parse error: The document is empty")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise invalid("JSON Parse error: nested too deeply (more than about 1,000 levels)") from None
+    except UnicodeDecodeError as error:
+        raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {error.start}") from None
+    except json.JSONDecodeError as error:
+        text = next((ours for theirs, ours in _RAPIDJSON if error.msg.startswith(theirs)), None)
+        if text is None and error.msg.startswith("Expecting ',' delimiter"):
+            text = ("Missing a comma or ']' after an array element." if _innermost(error.doc, error.pos) == "["
+                    else "Missing a comma or '}' after an object member.")
+        raise invalid(f"JSON Parse error: {text or error.msg} at offset: {error.pos}") from None
+
+
+def _innermost(text: str, pos: int) -> str:
+    """The innermost bracket open at `pos` ("[" or "{"), skipping strings."""
+    stack, in_string, escaped = [], False, False
+    for char in text[:pos]:
+        if in_string:
+            in_string, escaped = (char != '"' or escaped), (char == "\\" and not escaped)
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append(char)
+        elif char in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
 def parse_predict_body(body: bytes, signature_of) -> tuple[str, dict[str, np.ndarray], bool]:
     """(signature name, inputs, row format?) of a REST predict body.
 
     `signature_of(name)` returns the SignatureDef (raising if there is none), so inputs are
     typed by it, as FillPredictRequestFromJson does.
     """
-    if not body.strip():
-        raise invalid("JSON Parse error: The document is empty")
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as error:
-        raise invalid(f"JSON Parse error: {getattr(error, 'msg', error)} at offset: "
-                      f"{getattr(error, 'pos', 0)}") from None
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {_debug(doc)} Is not object")
     name = doc.get("signature_name", "")
@@ -395,12 +434,7 @@ def _feature(value, feature) -> None:
 
 def parse_infer_body(body: bytes):
     """(signature name, Input proto) of a REST classify or regress body."""
-    try:
-        doc = json.loads(body) if body.strip() else None
-    except (ValueError, RecursionError) as error:
-        raise invalid(f"JSON Parse error: {getattr(error, 'msg', error)}") from None
-    if doc is None:
-        raise invalid("JSON Parse error: The document is empty")
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {_debug(doc)} Is not object")
     examples = doc.get("examples")

@@ -29,7 +29,8 @@ def server(smoke_export, policy_models, tmp_path_factory):
     monitoring = folder / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
     started = Server(f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
-                     "--rest_api_enable_cors_support", wait_for=("vae", "cartpole"))
+                     "--rest_api_enable_cors_support", "--allow_version_labels_for_unavailable_models",
+                     wait_for=("vae", "cartpole"))
     yield started
     started.stop()
 

@@ -29,7 +29,9 @@ def test_bad_config_file_is_named(tmp_path):
     config.write_text("model_config_list { confi { } }")
     result = run_module("-m", "serving", "serve", f"--model_config_file={config}", timeout=120)
     assert result.returncode == 2
-    assert f"{config} is not a valid text ModelServerConfig" in result.stderr
+    assert ("Error parsing text-format tensorflow.serving.ModelServerConfig: 1:21 : Message type "
+            f"\"tensorflow.serving.ModelConfigList\" has no field named \"confi\".; Invalid protobuf file: '{config}'"
+            in result.stderr)
 
 
 def test_query_commands_against_a_live_server(start_server, smoke_export, policy_models, tmp_path):

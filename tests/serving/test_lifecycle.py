@@ -105,10 +105,16 @@ def test_reload_config_policies_and_labels(start_server, tmp_path, smoke_export)
     client = Client(server.target)
     assert states(client) == {2: ("AVAILABLE", "OK")}  # default policy: the latest version only
 
-    client.reload(f'config {{ name: "cartpole" base_path: "{base}" model_platform: "tensorflow" '
-                  f'model_version_policy {{ all {{}} }} version_labels {{ key: "stable" value: 1 }} }} '
-                  f'config {{ name: "vae" base_path: "{smoke_export.parent}" model_platform: "tensorflow" }}')
+    all_versions = (f'config {{ name: "cartpole" base_path: "{base}" model_platform: "tensorflow" '
+                    f'model_version_policy {{ all {{}} }} %s }} '
+                    f'config {{ name: "vae" base_path: "{smoke_export.parent}" model_platform: "tensorflow" }}')
+    with pytest.raises(ServingError) as caught:  # as in TF Serving: labels are checked before anything loads
+        client.reload(all_versions % 'version_labels { key: "stable" value: 1 }')
+    assert caught.value.message == ("Request to assign label to version 1 of model cartpole, which is not "
+                                    "currently available for inference")
+    client.reload(all_versions % "")
     assert states(client) == {2: ("AVAILABLE", "OK"), 1: ("AVAILABLE", "OK")}
+    client.reload(all_versions % 'version_labels { key: "stable" value: 1 }')  # once version 1 is up
     assert client.predict("cartpole", {"observation": OBS}, label="stable", output_filter=["action"])
     assert client.predict("cartpole", {"observation": OBS}, version=1)["q_values"][0, 1] == pytest.approx(0.3)
     assert client.sample_images("vae", [0, 1]).shape == (2, 28, 28, 1)

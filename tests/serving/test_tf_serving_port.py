@@ -1,0 +1,130 @@
+"""TensorFlow Serving's own tests (tensorflow_model_server_test.py, the REST handler, warm-up
+and server-core tests), ported to this server (issue 17).
+
+The testdata model they use, saved_model_half_plus_two (y = 0.5 x + 2, with Predict,
+Classify and Regress signatures), is regenerated here with TensorFlow, in the zero-padded
+version directory upstream keeps it in (`00000123/`). Most checks run in-process (the model
+manager, the core, the flag parser); the end-to-end ones share one server.
+"""
+import logging
+import shutil
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving.core import ServerCore
+from serving.errors import ServingError
+from serving.manager import ModelManager, model_config_list
+from serving.metrics import Metrics
+from serving.protos import ConfigError, ModelServerConfig, read_text_proto
+from serving.tensors import parse_json, to_proto
+
+
+def export_half_plus_two(version_dir):
+    """saved_model_half_plus_two: `serving_default` (x[b] -> y[b]), `classify_x_to_y` and
+    `regress_x_to_y` (serialized tf.Examples with feature x -> scores[b,1] / outputs[b])."""
+    module = tf.Module()
+    module.a, module.b = tf.Variable(0.5), tf.Variable(2.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def predict(x):
+        return {"y": module.a * x + module.b}
+
+    def from_examples(serialized):
+        x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+        return module.a * x + module.b  # [b, 1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(inputs):
+        return {"scores": from_examples(inputs)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(inputs):
+        return {"outputs": tf.reshape(from_examples(inputs), [-1])}
+
+    tf.saved_model.save(module, str(version_dir), signatures={
+        "serving_default": predict.get_concrete_function(), "classify_x_to_y": classify.get_concrete_function(),
+        "regress_x_to_y": regress.get_concrete_function()})
+    return version_dir
+
+
+@pytest.fixture(scope="module")
+def half_plus_two(tmp_path_factory):
+    """BASE/00000123, as in upstream's testdata."""
+    base = tmp_path_factory.mktemp("half_plus_two")
+    export_half_plus_two(base / "00000123")
+    return base
+
+
+def predict_y(servable, x):
+    signature = servable.signature("serving_default")
+    return servable.run(signature, {"x": np.asarray(x, np.float32)}, ["y"])["y"]
+
+
+# ------------------------------------------------------------------ version directories
+def test_zero_padded_version_directory_is_served_from_where_it_was_found(half_plus_two):
+    manager = ModelManager(model_config_list("half_plus_two", str(half_plus_two)))
+    manager.start(0)
+    servable = manager.acquire("half_plus_two")
+    try:
+        assert servable.version == 123 and servable.path.name == "00000123"
+        np.testing.assert_allclose(predict_y(servable, [1.0, 2.0, 5.0]), [2.5, 3.0, 4.5])
+    finally:
+        servable.release()
+        manager.stop()
+
+
+def test_duplicate_version_directories_load_the_last_by_name(half_plus_two, tmp_path, caplog):
+    shutil.copytree(half_plus_two / "00000123", tmp_path / "00000123")
+    shutil.copytree(half_plus_two / "00000123", tmp_path / "123")
+    manager = ModelManager(model_config_list("half_plus_two", str(tmp_path)))
+    with caplog.at_level(logging.WARNING, "serving"):
+        manager.start(0)
+    assert manager.acquire("half_plus_two").path.name == "123"
+    assert ("Duplicate version directories detected. Version 123 will be loaded from 123, 00000123 will be ignored."
+            in caplog.text)
+    manager.stop()
+
+
+# ------------------------------------------------------------------ labels (server_core.cc)
+def test_labels_in_the_initial_config_need_the_allow_flag(half_plus_two):
+    configs = model_config_list("half_plus_two", str(half_plus_two))
+    configs.config[0].version_labels["stable"] = 123
+    with pytest.raises(ServingError) as caught:
+        ModelManager(configs).start(0)
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.message == ("Request to assign label to version 123 of model half_plus_two, which is not "
+                                    "currently available for inference")
+    manager = ModelManager(configs, allow_labels_for_unavailable=True)
+    manager.start(0)
+    assert manager.acquire("half_plus_two", label="stable").version == 123
+    manager.stop()
+
+
+# ------------------------------------------------------------------ texts compared as protos
+def test_scalar_outputs_carry_an_empty_tensor_shape():
+    assert text_format.MessageToString(to_proto(np.float32(3.0))) == "dtype: DT_FLOAT\ntensor_shape {\n}\nfloat_val: 3.0\n"
+
+
+def test_bad_config_file_error_text(tmp_path):
+    config = tmp_path / "bad.config"
+    config.write_text("model_config_list { config { name: 3 } bogus: 1 }")
+    with pytest.raises(ConfigError) as caught:
+        read_text_proto(str(config), ModelServerConfig)
+    assert str(caught.value).startswith("Error parsing text-format tensorflow.serving.ModelServerConfig: ")
+
+
+@pytest.mark.parametrize("body, text", [
+    (b"", "JSON Parse error: The document is empty"),
+    (b"instances = [1, 2]", "JSON Parse error: Invalid value. at offset: 0"),  # http_rest_api_handler_test
+    (b'{"instances": [1 2]}', "JSON Parse error: Missing a comma or ']' after an array element. at offset: 17"),
+])
+def test_json_parse_error_texts(body, text):
+    with pytest.raises(ServingError) as caught:
+        parse_json(body)
+    assert caught.value.message == text
