@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import dataclasses
 import math
 import time
@@ -22,9 +23,10 @@ from serving.batching import Batcher, BatchOptions
 from serving.errors import ServingError, describe, invalid
 from serving.manager import ModelManager
 from serving.metrics import Metrics
-from serving.servable import DEFAULT_SIGNATURE, Servable, Ticket, warmup_requests
+from serving.servable import DEFAULT_SIGNATURE, WARMUP_FILE, Servable, Ticket, warmup_records
 from serving.tensors import DTYPES, proto_shape, to_ndarray
 
+log = logging.getLogger("serving")
 CLASSIFY, REGRESS, PREDICT = ("tensorflow/serving/classify", "tensorflow/serving/regress",
                               "tensorflow/serving/predict")
 # Payloads at least this big are parsed, converted and encoded on a worker thread: about
@@ -110,8 +112,9 @@ class ServerCore:
     """
 
     def __init__(self, manager: ModelManager, metrics: Metrics, *, batching: BatchOptions | None = None,
-                 threads: int = 16, limits: Limits = Limits()):
+                 threads: int = 16, limits: Limits = Limits(), warmup_iterations: int = 1):
         self.manager = manager
+        self.warmup_iterations = max(1, warmup_iterations)
         self.limits = limits
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="session-run")
@@ -201,15 +204,23 @@ class ServerCore:
                 raise invalid(f"No signature was found with the name: {name}")
             return servable.version, name, await self._infer(servable, method, name, request_input, deadline)
 
-    async def _infer(self, servable: Servable, method: str, name: str, request_input, deadline: float | None):
+    async def _infer(self, servable: Servable, method: str, name: str, request_input, deadline: float | None,
+                     run=None):
         signature = servable.signatures[name]
         feed, outputs = check_inference_signature(method, signature)
         examples = serialized_examples(request_input)
         self.limits.check_inputs({feed: ([len(examples)], 0)})
-        values = await self.run(servable, signature, {feed: examples}, outputs, deadline)
+        values = await (run or self.run)(servable, signature, {feed: examples}, outputs, deadline)
         return inference_result(method, values, len(examples))
 
     async def multi_inference(self, request: inference_pb2.MultiInferenceRequest, *, deadline=None):
+        model, names = self._task_names(request)
+        with self.servable(request.tasks[0].model_spec) as servable:
+            return await self._multi_inference(servable, request, model, names, deadline)
+
+    @staticmethod
+    def _task_names(request: inference_pb2.MultiInferenceRequest) -> tuple[str, list[str]]:
+        """The model and the signature name of every task, checked as multi_inference.cc does."""
         model = ""
         names: list[str] = []
         for task in request.tasks:
@@ -224,45 +235,77 @@ class ServerCore:
             names.append(name)
         if not request.tasks:
             raise invalid("MultiInferenceRequest must contain at least one task")
-        with self.servable(request.tasks[0].model_spec) as servable:
-            response = inference_pb2.MultiInferenceResponse()
-            for task, name in zip(request.tasks, names):
-                if name not in servable.signatures:
-                    raise invalid(f"Requested signature not found in model graph: {name}")
-                if task.method_name not in (CLASSIFY, REGRESS):
-                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                       f"Unsupported signature method_name: {task.method_name}")
-                check_inference_signature(task.method_name, servable.signatures[name])
-            for task, name in zip(request.tasks, names):
-                result = await self._infer(servable, task.method_name, name, request.input, deadline)
-                out = response.results.add()
-                out.model_spec.name, out.model_spec.signature_name = model, task.model_spec.signature_name
-                out.model_spec.version.value = servable.version
-                if task.method_name == CLASSIFY:
-                    out.classification_result.CopyFrom(result)
-                else:
-                    out.regression_result.CopyFrom(result)
-            return response
+        return model, names
+
+    async def _multi_inference(self, servable: Servable, request, model: str, names: list[str],
+                               deadline: float | None, run=None) -> inference_pb2.MultiInferenceResponse:
+        response = inference_pb2.MultiInferenceResponse()
+        for task, name in zip(request.tasks, names):
+            if name not in servable.signatures:
+                raise invalid(f"Requested signature not found in model graph: {name}")
+            if task.method_name not in (CLASSIFY, REGRESS):
+                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                   f"Unsupported signature method_name: {task.method_name}")
+            check_inference_signature(task.method_name, servable.signatures[name])
+        for task, name in zip(request.tasks, names):
+            result = await self._infer(servable, task.method_name, name, request.input, deadline, run)
+            out = response.results.add()
+            out.model_spec.name, out.model_spec.signature_name = model, task.model_spec.signature_name
+            out.model_spec.version.value = servable.version
+            if task.method_name == CLASSIFY:
+                out.classification_result.CopyFrom(result)
+            else:
+                out.regression_result.CopyFrom(result)
+        return response
 
     # ---------------------------------------------------------------- warm-up
     def warmup(self, servable: Servable) -> None:
-        """Replay the version's warm-up records before it takes traffic; any failure fails the load."""
+        """Replay the version's warm-up records (all four kinds, each `warmup_iterations` times) before
+        it takes traffic, with saved_model_warmup_util.cc's log lines; any failure fails the load."""
+        file = servable.path / WARMUP_FILE
+        if not file.exists():
+            log.info("No warmup data file found at %s", file)
+            return
+        log.info("Starting to read warmup data for model at %s with model-warmup-options %s", file,
+                 f"num_request_iterations {{ value: {self.warmup_iterations} }}" if self.warmup_iterations > 1 else "")
         start = time.perf_counter()
-        status = "OK"
+        status, count = "OK", 0
         try:
-            for log in warmup_requests(servable.path):
-                kind = log.WhichOneof("log_type")
-                if kind != "predict_log":
-                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
-                request = log.predict_log.request
-                name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-                signature, arrays, aliases = prepare(servable, name, dict(request.inputs), request.output_filter)
-                servable.run(signature, arrays, aliases)
+            for record in warmup_records(file):
+                for _ in range(self.warmup_iterations):
+                    asyncio.run(self._replay(servable, record))
+                count += 1
         except Exception as error:
             status = describe(error)[0].name
             raise
         finally:
             self.metrics.warmup_latency.observe((time.perf_counter() - start) * 1e6, str(servable.path), status)
+        log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "
+                 "Elapsed time (microseconds): %d.", file, count, (time.perf_counter() - start) * 1e6)
+
+    async def _replay(self, servable: Servable, record) -> None:
+        """One PredictionLog, run on this thread (the version is not serving yet) as RunWarmupRequest does."""
+        async def run(servable, signature, inputs, aliases, deadline):
+            return servable.run(signature, inputs, aliases)
+        kind = record.WhichOneof("log_type")
+        if kind == "predict_log":
+            request = record.predict_log.request
+            name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            signature, arrays, aliases = prepare(servable, name, dict(request.inputs), request.output_filter)
+            servable.run(signature, arrays, aliases)
+        elif kind in ("classify_log", "regress_log"):
+            request = getattr(record, kind).request
+            name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            if name not in servable.signatures:
+                raise invalid(f"No signature was found with the name: {name}")
+            await self._infer(servable, CLASSIFY if kind == "classify_log" else REGRESS, name, request.input,
+                              None, run)
+        elif kind == "multi_inference_log":
+            request = record.multi_inference_log.request
+            model, names = self._task_names(request)
+            await self._multi_inference(servable, request, model, names, None, run)
+        else:
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
 
 
 def check_inference_signature(method: str, signature) -> tuple[str, list[str]]:

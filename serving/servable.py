@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.client import pywrap_tf_session as tf_session
@@ -217,13 +218,18 @@ class Servable:
             session.close()
 
 
-def warmup_requests(path: Path) -> list:
-    """The PredictionLog records of a version's warm-up file (at most 1000), or []."""
-    file = path / WARMUP_FILE
-    if not file.exists():
-        return []
-    records = []
-    for record in tf.data.TFRecordDataset(str(file)).take(MAX_WARMUP_RECORDS):
-        records.append(prediction_log_pb2.PredictionLog.FromString(record.numpy()))
-    return records
-
+def warmup_records(file: Path):
+    """The PredictionLog records of a warm-up file, as RunSavedModelWarmup reads them (at most 1000)."""
+    count = 0
+    try:
+        for record in tf.data.TFRecordDataset(str(file)):
+            count += 1
+            if count > MAX_WARMUP_RECORDS:
+                raise invalid(f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {file}")
+            try:
+                yield prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            except DecodeError:
+                raise invalid(f"Failed to parse warmup record: {record.numpy()[:64]!r} from {file}") from None
+    except tf.errors.DataLossError as error:
+        raise ServingError(grpc.StatusCode.DATA_LOSS, f"{error.message}. Please verify your warmup data is in "
+                           "TFRecord format.") from None

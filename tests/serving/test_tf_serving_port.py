@@ -128,3 +128,50 @@ def test_json_parse_error_texts(body, text):
     with pytest.raises(ServingError) as caught:
         parse_json(body)
     assert caught.value.message == text
+
+
+# ------------------------------------------------------------------ warm-up (saved_model_warmup_test)
+def example_input(request_input, *values):
+    for value in values:
+        example = example_pb2.Example()
+        example.features.feature["x"].float_list.value.append(value)
+        request_input.example_list.examples.append(example)
+
+
+def test_mixed_warmup_data_is_replayed_with_the_real_log_lines(half_plus_two, tmp_path, caplog):
+    version = tmp_path / "00000123"
+    shutil.copytree(half_plus_two / "00000123", version)
+    records = []
+    log = prediction_log_pb2.PredictionLog()
+    log.predict_log.request.inputs["x"].CopyFrom(to_proto(np.array([1.0, 2.0], np.float32)))
+    records.append(log)
+    log = prediction_log_pb2.PredictionLog()
+    log.classify_log.request.model_spec.signature_name = "classify_x_to_y"
+    example_input(log.classify_log.request.input, 1.0)
+    records.append(log)
+    log = prediction_log_pb2.PredictionLog()
+    log.regress_log.request.model_spec.signature_name = "regress_x_to_y"
+    example_input(log.regress_log.request.input, 1.0, 2.0)
+    records.append(log)
+    log = prediction_log_pb2.PredictionLog()
+    for method, signature in (("classify", "classify_x_to_y"), ("regress", "regress_x_to_y")):
+        task = log.multi_inference_log.request.tasks.add(method_name=f"tensorflow/serving/{method}")
+        task.model_spec.name, task.model_spec.signature_name = "half_plus_two", signature
+    example_input(log.multi_inference_log.request.input, 3.0)
+    records.append(log)
+    (version / "assets.extra").mkdir()
+    warmup_file = version / "assets.extra" / "tf_serving_warmup_requests"
+    with tf.io.TFRecordWriter(str(warmup_file)) as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+
+    manager = ModelManager(model_config_list("half_plus_two", str(tmp_path)), max_load_retries=0)
+    core = ServerCore(manager, Metrics(), warmup_iterations=2)
+    manager.warmup = core.warmup
+    with caplog.at_level(logging.INFO, "serving"):
+        manager.start(0)
+    assert f"Starting to read warmup data for model at {warmup_file} with model-warmup-options " in caplog.text
+    assert (f"Finished reading warmup data for model at {warmup_file}. Number of warmup records read: 4. "
+            "Elapsed time (microseconds): ") in caplog.text
+    assert 'model_path="' + str(version) + '",status="OK"} 1' in core.metrics.page()
+    manager.stop()
