@@ -112,13 +112,15 @@ class ServerCore:
     """
 
     def __init__(self, manager: ModelManager, metrics: Metrics, *, batching: BatchOptions | None = None,
-                 threads: int = 16, limits: Limits = Limits(), warmup_iterations: int = 1):
+                 threads: int = 16, limits: Limits = Limits(), warmup_iterations: int = 1,
+                 codec_threads: int = 2, method_name_check: bool = False):
         self.manager = manager
+        self.method_name_check = method_name_check
         self.warmup_iterations = max(1, warmup_iterations)
         self.limits = limits
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="session-run")
-        self.codec = ThreadPoolExecutor(2, thread_name_prefix="codec")
+        self.codec = ThreadPoolExecutor(codec_threads, thread_name_prefix="codec")
         self.batching = batching
         self.batcher: Batcher | None = None  # made on the event loop, which its queues belong to
 
@@ -181,6 +183,10 @@ class ServerCore:
         (of `payload_bytes` in all) or arrays."""
         with self.servable(spec) as servable:
             name = spec.signature_name or DEFAULT_SIGNATURE
+            method = servable.signature(name).method_name
+            if self.method_name_check and method not in (PREDICT, CLASSIFY, REGRESS):
+                raise ServingError(grpc.StatusCode.INTERNAL, "Expected prediction signature method_name to be one of "
+                                   f"{{{PREDICT}, {CLASSIFY}, {REGRESS}}}. Was: {method}")
             signature, arrays, aliases = await self.offload(payload_bytes, prepare, servable, name, inputs,
                                                             output_filter, self.limits)
             start = time.perf_counter()

@@ -7,6 +7,7 @@ the same way, so no large payload is converted on the event loop.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 
 import grpc
@@ -18,6 +19,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from serving.core import CLASSIFY, REGRESS, ServerCore, spec_choice
 from serving.errors import ServingError, describe, invalid
 from serving.tensors import to_proto
+
+log = logging.getLogger("serving")
 
 
 def _parse(message_class, data: bytes):
@@ -170,20 +173,43 @@ class ModelService:
 
 
 async def start_grpc(core: ServerCore, reload, addresses: list[str], tensor_content: bool,
-                     options: list[tuple[str, object]] = ()) -> grpc.aio.Server:
-    """Start the gRPC server on every address, with the real server's unlimited message sizes."""
+                     options: list[tuple[str, object]] = (), health: bool = False, profiler: bool = True,
+                     ssl=None) -> grpc.aio.Server:
+    """Start the gRPC server on every address, with the real server's unlimited message sizes, its
+    channel arguments (--grpc_channel_arguments, after ours, so they win), the standard health
+    service, TensorFlow's profiler service, and TLS from an SSLConfig."""
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2**31 - 1),
                                       ("grpc.max_send_message_length", 2**31 - 1),
                                       ("grpc.so_reuseport", 0),  # a taken port is an error, not a silent share
                                       *options])
-    server.add_generic_rpc_handlers([
+    rpc_handlers = [
         _handlers("tensorflow.serving.PredictionService", PredictionService(core, tensor_content),
                   ["Classify", "Regress", "Predict", "MultiInference", "GetModelMetadata"]),
         _handlers("tensorflow.serving.ModelService", ModelService(core, reload),
-                  ["GetModelStatus", "HandleReloadConfigRequest"])])
+                  ["GetModelStatus", "HandleReloadConfigRequest"])]
+    if profiler:
+        from serving import profiler as profiler_service
+        rpc_handlers.append(profiler_service.handlers(core.codec))
+        log.info("Profiler service is enabled")
+    server.add_generic_rpc_handlers(rpc_handlers)
+    if health:
+        from grpc_health.v1 import health as grpc_health, health_pb2, health_pb2_grpc
+
+        servicer = grpc_health.aio.HealthServicer()
+        for service in ("ModelService", "PredictionService"):  # the names server.cc marks SERVING
+            await servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    credentials = None
+    if ssl is not None:
+        credentials = grpc.ssl_server_credentials([(ssl.server_key.encode(), ssl.server_cert.encode())],
+                                                  root_certificates=ssl.custom_ca.encode() or None,
+                                                  require_client_auth=ssl.client_verify)
     for address in addresses:
         try:
-            server.add_insecure_port(address)
+            if credentials is None:
+                server.add_insecure_port(address)
+            else:
+                server.add_secure_port(address, credentials)
         except RuntimeError as error:
             raise OSError(f"cannot listen for gRPC on {address}: {error}") from None
     await server.start()

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -133,7 +134,11 @@ class ModelManager:
                  warmup: Callable[[Servable], None] | None = None,
                  max_load_retries: int = 5, load_retry_seconds: float = 60.0,
                  allow_labels_for_unavailable: bool = False, on_load_attempt=None,
-                 session_options: dict | None = None, allowed_roots: tuple[str, ...] = ()):
+                 session_options: dict | None = None, allowed_roots: tuple[str, ...] = (),
+                 load_threads: int = 0, unload_threads: int = 0):
+        self.load_threads = load_threads
+        # --num_unload_threads: unloads (each waits for its version's running requests) off the manager's lock
+        self._unloads = ThreadPoolExecutor(unload_threads, thread_name_prefix="unload") if unload_threads > 0 else None
         self.allowed_roots = tuple(allowed_roots)
         check_config_list(configs, self.allowed_roots)
         self.models: dict[str, Model] = {c.name: Model(c) for c in configs.config}
@@ -219,7 +224,9 @@ class ModelManager:
                 log.exception("polling the model base paths failed")
 
     def reconcile(self, startup: bool = False, models: list[str] | None = None) -> None:
-        """One pass over the base paths: load what is aspired and new, unload what is not."""
+        """One pass over the base paths: load what is aspired and new (--num_load_threads at once),
+        then unload what is not."""
+        plans = []  # (model, versions wanted, loads to make)
         for name in models or list(self.models):
             model = self.models.get(name)
             if model is None:
@@ -236,12 +243,22 @@ class ModelManager:
                 log.warning("No versions of servable %s found under base path %s. Did you forget to name your "
                             "leaf directory as a number (eg. '/1/')?", name, model.config.base_path)
             wanted = aspired(model.config, on_disk)
+            loads = []
             for number in sorted(wanted, reverse=True):
                 entry = model.versions.get(number)
                 if entry is None or (entry.state == State.END and entry.error_code == grpc.StatusCode.OK):
-                    self._load(model, number, directories[number], startup)
+                    loads.append((model, number, directories[number], startup, None))
                 elif entry.state == State.LOADING and entry.attempts and self._retry_due(model, entry):
-                    self._load(model, number, entry.directory, startup, entry)
+                    loads.append((model, number, entry.directory, startup, entry))
+            plans.append((model, wanted, loads))
+        jobs = [load for _, _, loads in plans for load in loads]
+        if self.load_threads > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(self.load_threads, thread_name_prefix="load") as pool:
+                list(pool.map(lambda job: self._load(*job), jobs))
+        else:
+            for job in jobs:
+                self._load(*job)
+        for model, wanted, _ in plans:
             for entry in model.versions.values():  # a failed version no longer aspired: stop retrying it
                 if entry.number not in wanted and entry.state == State.LOADING and entry.attempts:
                     with self._lock:
@@ -249,7 +266,7 @@ class ModelManager:
             if startup:
                 failed = [v for v in model.versions.values() if v.state == State.END and v.error_code != grpc.StatusCode.OK]
                 if failed and not any(v.state == State.AVAILABLE for v in model.versions.values()):
-                    raise ServingError(failed[0].error_code, f"Loading servable: {{name: {name} version: "
+                    raise ServingError(failed[0].error_code, f"Loading servable: {{name: {model.config.name} version: "
                                        f"{failed[0].number}}} failed: {failed[0].error_message}")
             serving_wanted = any(model.versions[v].state == State.AVAILABLE for v in wanted if v in model.versions)
             for entry in sorted(model.versions.values(), key=lambda v: v.number):
@@ -306,10 +323,16 @@ class ModelManager:
         with self._lock:
             entry.state = State.UNLOADING
             servable, entry.servable = entry.servable, None
-        servable.unload(timeout)
-        with self._lock:
-            entry.state = State.END
-        log.info("Unloaded servable version {name: %s version: %d}", model.config.name, entry.number)
+
+        def unload() -> None:
+            servable.unload(timeout)
+            with self._lock:
+                entry.state = State.END
+            log.info("Unloaded servable version {name: %s version: %d}", model.config.name, entry.number)
+        if self._unloads is not None and not self._stop.is_set():
+            self._unloads.submit(unload)
+        else:
+            unload()
 
     def _checked_labels(self, configs) -> dict[str, dict[str, int]]:
         """The configs' version labels, checked as UpdateModelVersionLabelMap checks them: before any

@@ -59,12 +59,11 @@ class Servable:
     """
 
     def __init__(self, name: str, version: int, path: Path, tags: list[str] = ("serve",),
-                 intra_op: int = 0, inter_op: int = 0, max_sessions: int = 2):
+                 config: config_pb2.ConfigProto | None = None, max_sessions: int = 2):
         self.name, self.version, self.path = name, version, path
         self.tags = list(tags)
         self.graph = tf.Graph()
-        self.config = config_pb2.ConfigProto(intra_op_parallelism_threads=intra_op,
-                                             inter_op_parallelism_threads=inter_op)
+        self.config = config or config_pb2.ConfigProto()
         self.max_sessions = max(1, max_sessions)
         self._loader = SavedModelLoader(str(path))
         with self.graph.as_default():

@@ -175,3 +175,134 @@ def test_mixed_warmup_data_is_replayed_with_the_real_log_lines(half_plus_two, tm
             "Elapsed time (microseconds): ") in caplog.text
     assert 'model_path="' + str(version) + '",status="OK"} 1' in core.metrics.page()
     manager.stop()
+
+
+# ------------------------------------------------------------------ main.cc's 48 flags
+def flag_value(name: str, default) -> str:
+    return {"grpc_channel_arguments": "grpc.so_reuseaddr=1", "saved_model_tags": "serve", "model_name": "m",
+            "per_process_gpu_memory_fraction": "0.5", "mixed_precision": "bfloat16",
+            "model_base_path": "/m"}.get(name, "true" if isinstance(default, bool) else
+                                                "7" if isinstance(default, int) else "/no/such/file")
+
+
+# Upstream's flag list (model_servers/main.cc), and what becomes of each here.
+REFUSED = {"use_alts_credentials", "platform_config_file", "prefer_tflite_model", "thread_pool_factory_config_file",
+           "mixed_precision", "enable_per_model_batching_parameters"}
+MAIN_CC_FLAGS = [
+    "port", "grpc_socket_path", "rest_api_port", "rest_api_num_threads", "rest_api_timeout_in_ms",
+    "rest_api_enable_cors_support", "enable_batching", "allow_version_labels_for_unavailable_models",
+    "batching_parameters_file", "enable_per_model_batching_parameters", "model_config_file",
+    "model_config_file_poll_wait_seconds", "model_name", "model_base_path", "num_load_threads", "num_unload_threads",
+    "max_num_load_retries", "load_retry_interval_micros", "file_system_poll_wait_seconds", "flush_filesystem_caches",
+    "tensorflow_session_parallelism", "tensorflow_session_config_file", "tensorflow_intra_op_parallelism",
+    "tensorflow_inter_op_parallelism", "use_alts_credentials", "ssl_config_file", "platform_config_file",
+    "per_process_gpu_memory_fraction", "saved_model_tags", "grpc_channel_arguments", "grpc_max_threads",
+    "enable_model_warmup", "num_request_iterations_for_warmup", "version", "monitoring_config_file",
+    "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
+    "num_tflite_interpreters_per_pool", "enable_signature_method_name_check", "xla_cpu_compilation_enabled",
+    "xla_gpu_compilation_enabled", "enable_profiler", "thread_pool_factory_config_file", "mixed_precision",
+    "skip_initialize_tpu", "enable_grpc_healthcheck_service", "enable_serialization_as_tensor_content"]
+
+
+def test_every_flag_of_the_real_server_is_known():
+    from serving.server import flag_parser
+
+    assert len(MAIN_CC_FLAGS) == 48
+    defaults = vars(flag_parser().parse_args([]))
+    assert set(MAIN_CC_FLAGS) <= set(defaults)  # none is an "unrecognized argument"
+
+
+@pytest.mark.parametrize("name", sorted(set(MAIN_CC_FLAGS) - {"version", "model_config_file", "model_base_path",
+                                                                 "batching_parameters_file", "monitoring_config_file",
+                                                                 "ssl_config_file", "tensorflow_session_config_file"}))
+def test_each_flag_is_applied_or_refused_by_name(name, capsys):
+    from serving.server import flag_parser, parse_flags
+
+    default = vars(flag_parser().parse_args([]))[name]
+    argv = [f"--{name}={flag_value(name, default)}", "--model_base_path=/m", "--port=8500", "--rest_api_port=8501"]
+    if name == "enable_batching":
+        argv.append("--enable_batching")
+    if name in REFUSED:
+        with pytest.raises(SystemExit) as caught:
+            parse_flags(argv)
+        assert caught.value.code == 2
+        assert f"--{name} is not supported here: " in capsys.readouterr().err
+    else:
+        parse_flags(argv)  # accepted (docs/serving.md says which are applied and which ignored, and why)
+
+
+def test_session_parallelism_flags_are_exclusive_as_in_server_cc(capsys):
+    from serving.server import parse_flags
+
+    with pytest.raises(SystemExit):
+        parse_flags(["--model_base_path=/m", "--tensorflow_session_parallelism=2",
+                     "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"])
+    assert "You cannot configure all." in capsys.readouterr().err
+    args = parse_flags(["--model_base_path=/m", "--tensorflow_session_parallelism=3"])
+    assert (args.session_config.intra_op_parallelism_threads, args.session_config.inter_op_parallelism_threads) == (3, 3)
+
+
+def test_version(capsys):
+    from serving.server import serve
+
+    assert serve(["--version"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("TensorFlow ModelServer: ") and out[1] == f"TensorFlow Library: {tf.__version__}"
+
+
+# ------------------------------------------------------------------ one server, real flags
+@pytest.fixture(scope="module")
+def server(half_plus_two):
+    from tests.serving.conftest import Server
+
+    started = Server(f"--model_base_path={half_plus_two}", "--model_name=half_plus_two",
+                     "--grpc_channel_arguments=grpc.max_connection_age_ms=60000,grpc.so_reuseaddr=1",
+                     "--enable_grpc_healthcheck_service", "--num_load_threads=2", "--num_unload_threads=1",
+                     "--tensorflow_session_parallelism=1", "--enable_signature_method_name_check",
+                     "--rest_api_num_threads=2", wait_for=("half_plus_two",))
+    yield started
+    started.stop()
+
+
+def test_served_with_the_test_harness_flags(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from tensorflow_serving.apis import predict_pb2
+
+    health = health_pb2_grpc.HealthStub(server.channel)
+    for service in ("ModelService", "PredictionService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.inputs["x"].CopyFrom(to_proto(np.array([1.0, 2.0, 5.0], np.float32)))
+    reply = server.stub.Predict(request, timeout=30)
+    assert reply.model_spec.version.value == 123
+    np.testing.assert_allclose(tf.make_ndarray(reply.outputs["y"]), [2.5, 3.0, 4.5])
+    status, body, _ = server.rest("/v1/models/half_plus_two:predict", b"instances = [1, 2]")
+    assert status == 400 and body["error"] == "JSON Parse error: Invalid value. at offset: 0"
+
+
+def test_profiler_answers_tensorboards_capture(server, tmp_path):
+    """What TensorBoard's "Capture profile" calls (tf.profiler.experimental.client.trace)."""
+    import threading
+
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    request.inputs["x"].CopyFrom(to_proto(np.array([1.0], np.float32)))
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            server.stub.Predict(request, timeout=30)
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        _pywrap_profiler_plugin.trace(server.target, str(tmp_path), "", True, 1000, 3, {})
+    finally:
+        stop.set()
+        thread.join()
+    traces = list((tmp_path / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
