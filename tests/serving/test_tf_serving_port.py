@@ -306,3 +306,17 @@ def test_profiler_answers_tensorboards_capture(server, tmp_path):
         thread.join()
     traces = list((tmp_path / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
+
+
+# ------------------------------------------------------------------ PolicySaver's signatures
+def test_policy_exports_have_policysavers_four_signatures(dqn_export, dqn_run):
+    """A genuine PolicySaver export has action, get_initial_state, get_metadata, get_train_step;
+    each runs through the session loader (the server's path)."""
+    from serving.servable import Servable
+
+    servable = Servable("cartpole_dqn", 1, dqn_export)
+    assert {"action", "get_initial_state", "get_metadata", "get_train_step"} <= set(servable.signatures)
+    metadata = servable.run(servable.signature("get_metadata"), {}, ["train_step"])
+    train_step = servable.run(servable.signature("get_train_step"), {}, ["int64"])
+    assert metadata["train_step"] == train_step["int64"] > 0
+    servable.unload()
