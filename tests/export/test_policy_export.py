@@ -47,7 +47,7 @@ def assert_loads_with(export, signatures: set[str], tmp_path):
     return version_dir
 
 
-TF_AGENTS_SIGNATURES = {"action", "get_initial_state", "get_train_step"}
+TF_AGENTS_SIGNATURES = {"action", "get_initial_state", "get_metadata", "get_train_step"}
 
 
 def test_dqn_export_loads_as_the_server_loads_it(dqn_export, dqn_run, tmp_path):
