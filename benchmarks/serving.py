@@ -4,16 +4,18 @@ Contenders, each at 1, 4 and 16 concurrent clients sending batch-1 Predict reque
 - in-process: the SavedModel's signature called in this process (numpy in, numpy out);
 - ours: `python -m serving serve`, unbatched and with `--enable_batching`;
 - minimal: a thread-pool `grpc.server` (16 workers) calling `tf.saved_model.load(...)
-  .signatures[...]`, like the one ../shared/TF_SERVING.md measured (about 900 requests/s).
+  .signatures[...]`, a design measured at about 900 requests/s on these machines.
 
 Models: a small policy (MLP 4-64-64-2) and a VAE-style decoder (16 -> 28x28x1), both
-exported with ExportArchive.
+exported with ExportArchive. The client is this process: N threads on one shared channel,
+100 warm-up calls, then a fixed number of requests; rounds are interleaved and medians
+reported.
 
 The large-body case (issue 17): one 224x224x3 float image (3.2 MB of JSON) to a small image
 model (global average pool, dense 10) over REST, beside the same request over gRPC and
-beside decoding that JSON in-process (json.loads), 20 requests each, medians. The client is this process: N threads on one shared channel,
-100 warm-up calls, then a fixed number of requests; rounds are interleaved and medians
-reported. Aims (issue 3): overhead over the in-process call at 1 client <= 0.8 ms p50; at
+beside decoding that JSON in-process (json.loads), 20 requests each, interleaved, medians.
+
+Aims (issue 3): overhead over the in-process call at 1 client <= 0.8 ms p50; at
 16 clients >= 2x the minimal server's requests/s with p99 < 25 ms.
 
     .venv/bin/python -m benchmarks.serving [--quick]
@@ -65,7 +67,7 @@ def export_models(base: Path) -> dict[str, tuple[Path, str, list[int]]]:
 
 # ------------------------------------------------------------------------------ the minimal server
 def minimal_server(port: int, version_dir: str) -> None:
-    """A thread-pool gRPC Predict server over the eager signature (TF_SERVING.md section K)."""
+    """A thread-pool gRPC Predict server over the eager signature."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     import grpc
     import tensorflow as tf

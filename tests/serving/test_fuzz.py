@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import inference_pb2, predict_pb2
 
-from tests.serving.conftest import Server, write_config
 
 CLIENT_ERRORS = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                  grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE,
@@ -27,14 +26,9 @@ SETTINGS = settings(max_examples=150, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-@pytest.fixture(scope="module")
-def server(smoke_export, policy_models, tmp_path_factory):
-    config = write_config(tmp_path_factory.mktemp("fuzz") / "models.config",
-                          {"vae": smoke_export.parent, "cartpole": policy_models / "cartpole"})
-    started = Server(f"--model_config_file={config}", wait_for=("vae", "cartpole"))
-    yield started
-    assert started.process.poll() is None, started.output()
-    started.stop()
+@pytest.fixture
+def server(shared_server):
+    return shared_server
 
 
 DTYPES = [types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT64, types_pb2.DT_INT32, types_pb2.DT_STRING,

@@ -1,7 +1,8 @@
 """Issue 18: no client can freeze, starve or blow up the server.
 
-One server (the small CartPole policy, the `spin` model whose requests run as long as they
-ask, the smoke VAE) with one session run per model at a time (`--max_inflight_per_model=1`),
+One server (conftest's shared_server: the small CartPole policy, the `spin` model whose
+requests run as long as they ask, the smoke VAE) with one session run per model at a time
+(`--max_inflight_per_model=1`) and `--max_request_bytes=16000000`,
 so every claim below is about ordering, not speed: a probe that finishes while a long run
 is still going was not held up by it; a request queued behind a cancelled one finishes only
 if the cancelled run really stopped.
@@ -9,7 +10,6 @@ if the cancelled run really stopped.
 import asyncio
 import http.client
 import json
-import threading
 import time
 
 import grpc
@@ -18,7 +18,6 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, predict_pb2
 
 from serving.tensors import to_proto
-from tests.serving.conftest import Server, write_config
 
 OBS = np.array([[0.0, 0.0, 0.1, 0.2]], np.float32)
 # About 10-50 us a step here: 3e6 steps keep one run going for a minute or more, 1e9 for hours.
@@ -28,18 +27,9 @@ LONG, ENDLESS = 3_000_000, 1_000_000_000
 PROBE_BOUND = 10.0
 
 
-@pytest.fixture(scope="module")
-def server(smoke_export, policy_models, spin_models, tmp_path_factory):
-    config = write_config(tmp_path_factory.mktemp("robust") / "models.config",
-                          {"vae": smoke_export.parent, "cartpole": policy_models / "cartpole",
-                           "spin": spin_models / "spin"})
-    root = tmp_path_factory.getbasetemp()
-    started = Server(f"--model_config_file={config}", "--max_inflight_per_model=1", "--max_request_bytes=16000000",
-                     f"--allowed_model_roots={root}", wait_for=("vae", "cartpole", "spin"))
-    started.allowed_root = root
-    yield started
-    assert started.process.poll() is None, started.output()
-    started.stop()
+@pytest.fixture
+def server(shared_server):
+    return shared_server
 
 
 def predict_request(model, **inputs):
@@ -151,14 +141,14 @@ def test_made_up_model_names_leave_memory_flat(server):
         with pytest.raises(grpc.RpcError) as caught:
             server.stub.Predict(request, timeout=60)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    for i in range(20):  # gRPC's buffers for 1 MB messages settle first
+    for i in range(50):  # gRPC's buffers and the allocator's arenas for 1 MB messages settle first
         unknown(i)
     before = rss_bytes(server.process.pid)
-    for i in range(20, 220):
+    for i in range(50, 350):
         unknown(i)
-    # kept as metric labels, 200 names of 1 MB would hold 200 MB or more (the old server: +350 MB
-    # for 300); 50 MB leaves room for allocator noise
-    assert rss_bytes(server.process.pid) - before < 50 * 2**20
+    # kept as metric labels, 300 names of 1 MB would hold 300 MB or more (the old server: +350 MB
+    # for 300); 100 MB leaves room for allocator noise (seen: up to 60 MB on a loaded machine)
+    assert rss_bytes(server.process.pid) - before < 100 * 2**20
 
 
 def test_reload_is_confined_to_the_allowed_roots_or_turned_off(server, tmp_path, capsys):

@@ -2,9 +2,10 @@
 and server-core tests), ported to this server (issue 17).
 
 The testdata model they use, saved_model_half_plus_two (y = 0.5 x + 2, with Predict,
-Classify and Regress signatures), is regenerated here with TensorFlow, in the zero-padded
-version directory upstream keeps it in (`00000123/`). Most checks run in-process (the model
-manager, the core, the flag parser); the end-to-end ones share one server.
+Classify and Regress signatures), is regenerated with TensorFlow (conftest.py), in the
+zero-padded version directory upstream keeps it in (`00000123/`). Most checks run
+in-process (the model manager, the core, the flag parser); the end-to-end ones use the
+shared server.
 """
 import logging
 import shutil
@@ -23,42 +24,6 @@ from serving.manager import ModelManager, model_config_list
 from serving.metrics import Metrics
 from serving.protos import ConfigError, ModelServerConfig, read_text_proto
 from serving.tensors import parse_json, to_proto
-
-
-def export_half_plus_two(version_dir):
-    """saved_model_half_plus_two: `serving_default` (x[b] -> y[b]), `classify_x_to_y` and
-    `regress_x_to_y` (serialized tf.Examples with feature x -> scores[b,1] / outputs[b])."""
-    module = tf.Module()
-    module.a, module.b = tf.Variable(0.5), tf.Variable(2.0)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-    def predict(x):
-        return {"y": module.a * x + module.b}
-
-    def from_examples(serialized):
-        x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
-        return module.a * x + module.b  # [b, 1]
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-    def classify(inputs):
-        return {"scores": from_examples(inputs)}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-    def regress(inputs):
-        return {"outputs": tf.reshape(from_examples(inputs), [-1])}
-
-    tf.saved_model.save(module, str(version_dir), signatures={
-        "serving_default": predict.get_concrete_function(), "classify_x_to_y": classify.get_concrete_function(),
-        "regress_x_to_y": regress.get_concrete_function()})
-    return version_dir
-
-
-@pytest.fixture(scope="module")
-def half_plus_two(tmp_path_factory):
-    """BASE/00000123, as in upstream's testdata."""
-    base = tmp_path_factory.mktemp("half_plus_two")
-    export_half_plus_two(base / "00000123")
-    return base
 
 
 def predict_y(servable, x):
@@ -231,6 +196,31 @@ def test_each_flag_is_applied_or_refused_by_name(name, capsys):
         parse_flags(argv)  # accepted (docs/serving.md says which are applied and which ignored, and why)
 
 
+def test_signature_method_name_check(half_plus_two):
+    """--enable_signature_method_name_check: Predict refuses a signature whose method_name is not
+    predict, classify or regress, with predict_util.cc's INTERNAL error (__saved_model_init_op's is
+    empty); off (the default), the init op gets a client error."""
+    import asyncio
+
+    from tensorflow_serving.apis import model_pb2
+
+    manager = ModelManager(model_config_list("half_plus_two", str(half_plus_two)))
+    manager.start(0)
+    spec = model_pb2.ModelSpec(name="half_plus_two", signature_name="__saved_model_init_op")
+    for check, code in ((True, grpc.StatusCode.INTERNAL), (False, grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(ServingError) as caught:
+            asyncio.run(ServerCore(manager, Metrics(), method_name_check=check).predict(spec, {}))
+        assert caught.value.code == code
+    assert caught.value.message == ("Tensor NoOp, specified in either feed_devices or fetch_devices was not found in "
+                                    "the Graph")
+    with pytest.raises(ServingError) as caught:
+        asyncio.run(ServerCore(manager, Metrics(), method_name_check=True).predict(spec, {}))
+    assert caught.value.message == ("Expected prediction signature method_name to be one of "
+                                    "{tensorflow/serving/predict, tensorflow/serving/classify, "
+                                    "tensorflow/serving/regress}. Was: ")
+    manager.stop()
+
+
 def test_session_parallelism_flags_are_exclusive_as_in_server_cc(capsys):
     from serving.server import parse_flags
 
@@ -251,17 +241,11 @@ def test_version(capsys):
 
 
 # ------------------------------------------------------------------ one server, real flags
-@pytest.fixture(scope="module")
-def server(half_plus_two):
-    from tests.serving.conftest import Server
-
-    started = Server(f"--model_base_path={half_plus_two}", "--model_name=half_plus_two",
-                     "--grpc_channel_arguments=grpc.max_connection_age_ms=60000,grpc.so_reuseaddr=1",
-                     "--enable_grpc_healthcheck_service", "--num_load_threads=2", "--num_unload_threads=1",
-                     "--tensorflow_session_parallelism=1", "--enable_signature_method_name_check",
-                     "--rest_api_num_threads=2", wait_for=("half_plus_two",))
-    yield started
-    started.stop()
+@pytest.fixture
+def server(shared_server):
+    """The shared server runs half_plus_two with the flags TF Serving's test harness passes
+    (--grpc_channel_arguments), the health service and thread counts."""
+    return shared_server
 
 
 def test_served_with_the_test_harness_flags(server):
