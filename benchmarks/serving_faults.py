@@ -20,7 +20,6 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
