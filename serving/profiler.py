@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2
 from tensorflow.tsl.profiler.protobuf import profiler_options_pb2
 
 from serving.errors import ServingError, describe
+from serving.protos import message_classes
 
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -45,11 +46,8 @@ def _build():
     terminate = file.message_type.add(name="TerminateRequest")
     terminate.field.add(name="session_id", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
     file.message_type.add(name="TerminateResponse")
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(profiler_options_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(file)
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.{name}"))
-            for name in ("ProfileRequest", "ProfileResponse", "TerminateRequest", "TerminateResponse"))
+    return message_classes(file, [profiler_options_pb2.DESCRIPTOR],
+                           ["ProfileRequest", "ProfileResponse", "TerminateRequest", "TerminateResponse"])
 
 
 ProfileRequest, ProfileResponse, TerminateRequest, TerminateResponse = _build()

@@ -39,12 +39,17 @@ def _build():
     for name, number in [("server_key", 1), ("server_cert", 2), ("custom_ca", 3)]:
         ssl.field.add(name=name, number=number, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
     ssl.field.add(name="client_verify", number=4, type=_F.TYPE_BOOL, label=_F.LABEL_OPTIONAL)
+    return message_classes(file, [wrappers_pb2.DESCRIPTOR], ["BatchingParameters", "MonitoringConfig", "SSLConfig"])
+
+
+def message_classes(file: descriptor_pb2.FileDescriptorProto, dependencies: list, names: list[str]) -> list:
+    """Python classes of the messages `names` declared in `file` (which imports `dependencies`,
+    FileDescriptors), in a pool of their own."""
     pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(descriptor_pb2.FileDescriptorProto.FromString(
-        wrappers_pb2.DESCRIPTOR.serialized_pb).SerializeToString())
+    for dependency in dependencies:
+        pool.AddSerializedFile(dependency.serialized_pb)
     pool.Add(file)
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-            for name in ("BatchingParameters", "MonitoringConfig", "SSLConfig"))
+    return [message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{file.package}.{name}")) for name in names]
 
 
 BatchingParameters, MonitoringConfig, SSLConfig = _build()
