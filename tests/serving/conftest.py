@@ -65,7 +65,7 @@ def write_config(path: Path, models: dict[str, Path], extra: str = "") -> Path:
 class Server:
     """A running `python -m serving serve`; `.stub`, `.models`, `.rest()` talk to it."""
 
-    def __init__(self, *flags: str, wait_for: tuple[str, ...] = (), rest: bool = True):
+    def __init__(self, *flags: str, wait_for: tuple[str, ...] = (), rest: bool = True, timeout: float = 90):
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
         args = [sys.executable, "-m", "serving", "serve", f"--port={self.port}",
@@ -77,7 +77,11 @@ class Server:
                                              options=[("grpc.max_receive_message_length", 2**31 - 1)])
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-        self.wait(wait_for)
+        try:
+            self.wait(wait_for, timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def target(self) -> str:
@@ -259,7 +263,7 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
                      "--max_inflight_per_model=1", "--max_request_bytes=16000000", f"--allowed_model_roots={root}",
                      "--grpc_channel_arguments=grpc.max_connection_age_ms=600000,grpc.so_reuseaddr=1",
                      "--enable_grpc_healthcheck_service", "--num_load_threads=2", "--num_unload_threads=1",
-                     "--rest_api_num_threads=2",
+                     "--rest_api_num_threads=2", timeout=600,  # eight models; the PixelCNN's warm-up samples
                      wait_for=("vae", "cartpole", "spin", "half_plus_two", "pixelcnn", "cartpole_dqn", "cartpole_pg",
                                "pendulum_a2c"))
     started.allowed_root = root
