@@ -221,6 +221,11 @@ def session_config(args: argparse.Namespace):
     elif args.tensorflow_session_parallelism > 0 or not args.tensorflow_session_config_file:
         config.intra_op_parallelism_threads = args.tensorflow_session_parallelism
         config.inter_op_parallelism_threads = args.tensorflow_session_parallelism
+    if not config.session_inter_op_thread_pool:
+        # Each session gets inter-op threads of its own: TensorFlow's shared pool is as big as the
+        # machine has cores, and a long step (a while loop) keeps one of its threads busy for as
+        # long as it runs, so two long runs would leave no thread for any other model's request.
+        config.use_per_session_threads = True
     config.gpu_options.per_process_gpu_memory_fraction = args.per_process_gpu_memory_fraction
     jit = args.xla_cpu_compilation_enabled or args.xla_gpu_compilation_enabled
     config.graph_options.optimizer_options.global_jit_level = (

@@ -249,6 +249,7 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
         f'  config {{ name: "cartpole" base_path: "{policy_models / "cartpole"}" model_platform: "tensorflow" '
         'version_labels { key: "stable" value: 1 } }\n'
         f'  config {{ name: "spin" base_path: "{spin_models / "spin"}" model_platform: "tensorflow" }}\n'
+        f'  config {{ name: "spin_b" base_path: "{spin_models / "spin"}" model_platform: "tensorflow" }}\n'
         f'  config {{ name: "half_plus_two" base_path: "{half_plus_two}" model_platform: "tensorflow" }}\n'
         + "".join(f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}\n'
                   for name, path in [("pixelcnn", pixelcnn_export.parent), ("cartpole_dqn", dqn_export.parent),
@@ -264,7 +265,7 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
                      "--grpc_channel_arguments=grpc.max_connection_age_ms=600000,grpc.so_reuseaddr=1",
                      "--enable_grpc_healthcheck_service", "--num_load_threads=2", "--num_unload_threads=1",
                      "--rest_api_num_threads=2", timeout=600,  # eight models; the PixelCNN's warm-up samples
-                     wait_for=("vae", "cartpole", "spin", "half_plus_two", "pixelcnn", "cartpole_dqn", "cartpole_pg",
+                     wait_for=("vae", "cartpole", "spin", "spin_b", "half_plus_two", "pixelcnn", "cartpole_dqn", "cartpole_pg",
                                "pendulum_a2c"))
     started.allowed_root = root
     yield started

@@ -40,8 +40,8 @@ def predict_request(model, **inputs):
     return request
 
 
-def spin(steps):
-    return predict_request("spin", steps=np.array([steps], np.int64))
+def spin(steps, model="spin"):
+    return predict_request(model, steps=np.array([steps], np.int64))
 
 
 def timed(call):
@@ -60,18 +60,23 @@ def probes(server):
 
 
 def test_long_runs_hold_up_no_other_client(server):
-    """Four long requests to one model (queued behind each other) while other clients probe."""
-    long_runs = [server.stub.Predict.future(spin(LONG), timeout=600) for _ in range(4)]
+    """Four long requests to each of two models (two long runs at once, as many as the machine
+    has cores, the rest queued) while other clients probe. Each long run keeps a TensorFlow
+    inter-op thread busy for as long as it runs: with one pool shared by every session (as big
+    as the machine has cores), no thread would be left for the probes' Predict."""
+    long_runs = [server.stub.Predict.future(spin(LONG, model), timeout=600)
+                 for model in ("spin", "spin_b") for _ in range(4)]
     try:
         time.sleep(0.5)  # the first is running, the others wait for the model's one place
         for _ in range(5):
             assert max(probes(server)) < PROBE_BOUND
-        assert not long_runs[0].done(), "the long run ended before the probes: make LONG longer"
+        assert not (long_runs[0].done() or long_runs[4].done()), "a long run ended before the probes: make LONG longer"
     finally:
         for call in long_runs:
             call.cancel()
-    # the model's queue drains: the cancelled runs stopped, so a short one is served
-    assert server.stub.Predict(spin(10), timeout=60).outputs["value"]
+    # the models' queues drain: the cancelled runs stopped, so short ones are served
+    for model in ("spin", "spin_b"):
+        assert server.stub.Predict(spin(10, model), timeout=60).outputs["value"]
 
 
 def test_cancelled_grpc_request_stops_its_session_run(server):
