@@ -46,7 +46,7 @@ def assert_loads_with(export, signatures: set[str], reference_verdicts):
     return version_dir
 
 
-TF_AGENTS_SIGNATURES = {"action", "get_initial_state", "get_train_step"}
+TF_AGENTS_SIGNATURES = {"action", "get_initial_state", "get_metadata", "get_train_step"}
 
 
 def test_dqn_export_loads_as_the_server_loads_it(dqn_export, dqn_run, reference_verdicts):
