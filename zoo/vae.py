@@ -9,6 +9,13 @@ builders below, so that the only difference a user sees is the objective:
   N(0, I), which is why codes drawn from N(0, I) decode to garbage.
 - ``dae``: the same, fed images corrupted with Gaussian noise and asked for the clean ones.
 
+The reconstruction term E_q[log p(x|z)] is estimated with M draws from q(z|x), and its
+gradient reaches the encoder one of two ways (``gradient_estimator``): through the draws
+z = mean + stddev * noise (reparameterized, the default), or by the score function
+grad log q(z|x) times the learning signal log p(x|z), as REINFORCE does for a policy
+(``score_function``; each draw's baseline is the mean signal of the image's other M - 1
+draws). `encoder_gradient_moments` measures how far apart the two estimators' variances are.
+
 A label (``num_classes > 0``) conditions both the encoder and the decoder.
 
 Probability stays in `tfp.distributions` (never `tfp.layers`, which is built on Keras 2).
@@ -21,6 +28,7 @@ import math
 from typing import Literal
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -57,6 +65,14 @@ class VAEConfig:
     """Number of classes for a conditional model; 0 for an unconditional one."""
     noise_stddev: float = 0.5
     """Standard deviation of the Gaussian corruption (``dae`` only)."""
+    gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
+    """How the encoder gets the reconstruction term's gradient: through z = mean + stddev * noise, or by
+    the score function grad log q(z|x) times the learning signal log p(x|z) (REINFORCE; vae only)."""
+    estimator_samples: int = 1
+    """M: posterior draws per image averaged in the reconstruction term (and in the score function's baseline)."""
+    score_baseline: Literal["leave_one_out", "none"] = "leave_one_out"
+    """Score function: subtract from each draw's signal the mean signal of the image's other M - 1 draws
+    (unbiased, needs M >= 2), or nothing."""
 
     def __post_init__(self):
         if self.latent_dim < 1:
@@ -67,6 +83,15 @@ class VAEConfig:
             raise ValueError(f"num_classes must be 0 or more, got {self.num_classes}")
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (height, width, channels), got {self.image_shape}")
+        if self.estimator_samples < 1:
+            raise ValueError(f"estimator_samples must be at least 1, got {self.estimator_samples}")
+        if self.gradient_estimator == "score_function":
+            if self.kind != "vae":
+                raise ValueError(f"gradient_estimator=score_function needs kind=vae (a posterior to draw from), "
+                                 f"got kind={self.kind}")
+            if self.score_baseline == "leave_one_out" and self.estimator_samples < 2:
+                raise ValueError("the leave-one-out baseline needs estimator_samples >= 2 (the other draws "
+                                 "of an image); raise estimator_samples or set score_baseline=none")
 
     @property
     def conditional(self) -> bool:
@@ -94,6 +119,29 @@ def elbo(distortion: tf.Tensor, rate: tf.Tensor) -> tf.Tensor:
 def beta_vae_loss(distortion: tf.Tensor, rate: tf.Tensor, beta: float) -> tf.Tensor:
     """Loss D + beta * R (Higgins et al., 2017); beta = 1 gives the negative ELBO."""
     return distortion + beta * rate
+
+
+def leave_one_out_baseline(signal: tf.Tensor) -> tf.Tensor:
+    """b_m = (sum_j f_j - f_m) / (M - 1): each draw's baseline is the mean signal of the
+    image's other M - 1 draws. [M, b] -> [M, b]; it does not depend on draw m itself."""
+    draws = tf.cast(tf.shape(signal)[0], signal.dtype)
+    return (tf.reduce_sum(signal, axis=0, keepdims=True) - signal) / (draws - 1.0)
+
+
+def score_function_surrogate(signal: tf.Tensor, log_q: tf.Tensor,
+                             baseline: Literal["leave_one_out", "none"]) -> tf.Tensor:
+    """A term that is 0 in value and whose gradient is the score-function estimate of grad E_q[f]:
+
+        (1/M) sum_m (f_m - b_m) grad log q(z_m|x),   z_m ~ q(z|x) held fixed,
+
+    from the signal f_m [M, b] and log q(z_m|x) [M, b]; shape [b]. It is unbiased because
+    E_q[grad log q] = 0 and b_m does not depend on z_m (Williams, 1992; the leave-one-out
+    baseline is Kool et al.'s, 2019). Add it to an objective that is maximized (subtract it
+    from a loss): its value leaves the objective's value alone.
+    """
+    signal = tf.stop_gradient(signal)
+    advantage = signal - leave_one_out_baseline(signal) if baseline == "leave_one_out" else signal
+    return tf.reduce_mean(advantage * (log_q - tf.stop_gradient(log_q)), axis=0)
 
 
 def importance_weighted_bound(log_weights: tf.Tensor) -> tf.Tensor:
@@ -189,6 +237,11 @@ class VAE(keras.Model):
 
     # Encoder side.
 
+    @property
+    def encoder_variables(self) -> list[tf.Variable]:
+        """The encoder's (phi's) trainable variables: what the gradient estimators differ on."""
+        return self.encoder_torso.trainable_variables + self.encoder_head.trainable_variables
+
     def encode(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Posterior mean and standard deviation, each [b, d] (stddev is 0 for autoencoders)."""
         code = self.encoder_head(self._condition(self.encoder_torso(images), labels))
@@ -230,21 +283,48 @@ class VAE(keras.Model):
 
     def loss_terms(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Per-example loss and its parts, each [b]; `seed` is a stateless seed of shape [2]."""
-        seed = tf.cast(seed, tf.int32)  # TFP's stateless samplers take int32 seeds
         if self.config.kind == "vae":
-            posterior = self.posterior(images, labels)
-            z = posterior.sample(seed=seed)  # reparameterised: gradients flow through mean, stddev
-            d = distortion(self.likelihood(z, labels), images)
-            r = rate(posterior, self.prior)
-            return {"loss": beta_vae_loss(d, r, self.config.beta), "distortion": d, "rate": r,
-                    "elbo": elbo(d, r)}
+            return self.elbo_terms(images, labels, seed)
         inputs = images
         if self.config.kind == "dae":
-            noise = tf.random.stateless_normal(tf.shape(images), seed, dtype=images.dtype)
+            noise = tf.random.stateless_normal(tf.shape(images), tf.cast(seed, tf.int32), dtype=images.dtype)
             inputs = tf.clip_by_value(images + self.config.noise_stddev * noise, 0.0, 1.0)
         code, _ = self.encode(inputs, labels)
         d = distortion(self.likelihood(code, labels), images)
         return {"loss": d, "distortion": d}
+
+    def elbo_terms(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor,
+                   estimator: str | None = None, samples: int | None = None) -> dict[str, tf.Tensor]:
+        """The VAE's per-image loss D + beta R and its parts, each [b], with D from M draws of q(z|x).
+
+        `estimator` and `samples` default to the config's. Under both estimators `loss` has
+        the same value; under the score function the draws are held fixed (the decoder's
+        gradient is the usual one) and the encoder's gradient of the distortion comes from
+        `score_function_surrogate`. The rate is analytic either way.
+        """
+        config = self.config
+        estimator = estimator or config.gradient_estimator
+        samples = samples or config.estimator_samples
+        seed = tf.cast(seed, tf.int32)  # TFP's stateless samplers take int32 seeds
+        posterior = self.posterior(images, labels)
+        z = posterior.sample(samples, seed=seed)  # [M, b, d]; reparameterized: gradients reach mean, stddev
+        if estimator == "score_function":
+            z = tf.stop_gradient(z)
+        log_likelihood = self.log_likelihood_of_draws(z, images, labels)  # [M, b]
+        d = -tf.reduce_mean(log_likelihood, axis=0)
+        r = rate(posterior, self.prior)
+        loss = beta_vae_loss(d, r, config.beta)
+        if estimator == "score_function":
+            loss -= score_function_surrogate(log_likelihood, posterior.log_prob(z), config.score_baseline)
+        return {"loss": loss, "distortion": d, "rate": r, "elbo": elbo(d, r)}
+
+    def log_likelihood_of_draws(self, z: tf.Tensor, images: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
+        """log p(x|z_k) [k, b] for draws z [k, b, d] of every image."""
+        draws, batch = tf.shape(z)[0], tf.shape(images)[0]
+        flat_z = tf.reshape(z, [-1, self.config.latent_dim])  # [k*b, d]: decoder sees k*b rows
+        flat_labels = None if labels is None else tf.tile(labels, [draws])
+        flat_images = tf.tile(images, [draws, 1, 1, 1])  # [k*b, H, W, C], sample-major
+        return tf.reshape(self.likelihood(flat_z, flat_labels).log_prob(flat_images), [draws, batch])
 
     def importance_weighted_log_likelihood(self, images: tf.Tensor, labels: tf.Tensor | None,
                                            num_samples: int, seed: tf.Tensor) -> tf.Tensor:
@@ -253,12 +333,7 @@ class VAE(keras.Model):
             raise ValueError("the importance-weighted bound needs a VAE posterior")
         posterior = self.posterior(images, labels)
         z = posterior.sample(num_samples, seed=tf.cast(seed, tf.int32))  # [k, b, d]
-        batch = tf.shape(images)[0]
-        flat_z = tf.reshape(z, [-1, self.config.latent_dim])  # [k*b, d]: decoder sees k*b rows
-        flat_labels = None if labels is None else tf.tile(labels, [num_samples])
-        flat_images = tf.tile(images, [num_samples, 1, 1, 1])  # [k*b, H, W, C], sample-major
-        log_px_z = tf.reshape(self.likelihood(flat_z, flat_labels).log_prob(flat_images),
-                              [num_samples, batch])  # [k, b]
+        log_px_z = self.log_likelihood_of_draws(z, images, labels)  # [k, b]
         log_weights = log_px_z + self.prior.log_prob(z) - posterior.log_prob(z)  # [k, b]
         return importance_weighted_bound(log_weights)
 
@@ -326,3 +401,37 @@ class VAE(keras.Model):
             expectations["elbo"] = {"elbo": {"shape": [-1]}, "reconstruction": {"shape": [-1]},
                                     "kl": {"shape": [-1], "min": 0.0}}
         return expectations
+
+
+def encoder_gradient_moments(model: VAE, images: tf.Tensor, labels: tf.Tensor | None,
+                             estimator: Literal["reparameterized", "score_function"], samples: int,
+                             draws: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Mean and variance, per encoder parameter, of the estimator's gradient of the batch's mean loss.
+
+    One draw is one M-sample (`samples`) estimate on the whole batch, at the model's current
+    weights; `draws` independent draws (stateless seeds (seed, 0..draws-1)) give the mean and
+    the variance (n - 1 divisor), accumulated by Welford's update in float64 inside one
+    tf.function. The standard error of a mean is sqrt(variance / draws). Returns
+    {variable path: {"mean": array, "variance": array}}, arrays of the variable's shape.
+    """
+    variables = model.encoder_variables
+
+    @tf.function
+    def moments():
+        def body(i, means, squares):
+            with tf.GradientTape() as tape:
+                seed_i = tf.stack([tf.constant(seed, tf.int64), tf.cast(i, tf.int64)])
+                terms = model.elbo_terms(images, labels, seed_i, estimator=estimator, samples=samples)
+                loss = tf.reduce_mean(terms["loss"])
+            gradients = [tf.cast(g, tf.float64) for g in tape.gradient(loss, variables)]
+            count = tf.cast(i + 1, tf.float64)
+            new_means = [m + (g - m) / count for m, g in zip(means, gradients)]
+            squares = [s + (g - m) * (g - n) for s, g, m, n in zip(squares, gradients, means, new_means)]
+            return i + 1, new_means, squares
+
+        zeros = [tf.zeros(v.shape, tf.float64) for v in variables]
+        _, means, squares = tf.while_loop(lambda i, *_: i < draws, body, [tf.constant(0), zeros, zeros])
+        return means, [s / (draws - 1) for s in squares]
+
+    means, variances = moments()
+    return {v.path: {"mean": m.numpy(), "variance": s.numpy()} for v, m, s in zip(variables, means, variances)}
