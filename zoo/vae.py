@@ -73,6 +73,9 @@ class VAEConfig:
     score_baseline: Literal["leave_one_out", "none"] = "leave_one_out"
     """Score function: subtract from each draw's signal the mean signal of the image's other M - 1 draws
     (unbiased, needs M >= 2), or nothing."""
+    refine_steps: int = 0
+    """K > 0 exports an `encode_refined` signature: the encoder's q(z|x) refined by K steps of
+    per-image gradient ascent on the ELBO (`refine_posterior`); 0 exports none."""
 
     def __post_init__(self):
         if self.latent_dim < 1:
@@ -83,6 +86,10 @@ class VAEConfig:
             raise ValueError(f"num_classes must be 0 or more, got {self.num_classes}")
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (height, width, channels), got {self.image_shape}")
+        if self.refine_steps < 0:
+            raise ValueError(f"refine_steps must be 0 or more, got {self.refine_steps}")
+        if self.refine_steps and self.kind != "vae":
+            raise ValueError(f"refine_steps needs kind=vae (a posterior to refine), got kind={self.kind}")
         if self.estimator_samples < 1:
             raise ValueError(f"estimator_samples must be at least 1, got {self.estimator_samples}")
         if self.gradient_estimator == "score_function":
@@ -142,6 +149,24 @@ def score_function_surrogate(signal: tf.Tensor, log_q: tf.Tensor,
     signal = tf.stop_gradient(signal)
     advantage = signal - leave_one_out_baseline(signal) if baseline == "leave_one_out" else signal
     return tf.reduce_mean(advantage * (log_q - tf.stop_gradient(log_q)), axis=0)
+
+
+def row_normal(seeds: tf.Tensor, shape: list[int] | tf.Tensor, salt: int = 0) -> tf.Tensor:
+    """Standard normal noise [b, *shape]; row i is drawn from the stateless seed (seeds[i], salt) alone."""
+    return tf.map_fn(lambda s: tf.random.stateless_normal(shape, tf.stack([s, salt])),
+                     tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
+
+
+def adam_ascent(parameter: tf.Tensor, gradient: tf.Tensor, first: tf.Tensor, second: tf.Tensor, step: tf.Tensor,
+                learning_rate: float, beta_1: float = 0.9, beta_2: float = 0.999,
+                epsilon: float = 1e-8) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One elementwise Adam step uphill (Kingma & Ba, 2015), `step` counting from 1:
+    (parameter + lr * m_hat / (sqrt(v_hat) + eps), m, v) with m, v the moving moments of the gradient."""
+    first = beta_1 * first + (1 - beta_1) * gradient
+    second = beta_2 * second + (1 - beta_2) * tf.square(gradient)
+    step = tf.cast(step, parameter.dtype)
+    m_hat, v_hat = first / (1 - beta_1 ** step), second / (1 - beta_2 ** step)
+    return parameter + learning_rate * m_hat / (tf.sqrt(v_hat) + epsilon), first, second
 
 
 def importance_weighted_bound(log_weights: tf.Tensor) -> tf.Tensor:
@@ -274,10 +299,7 @@ class VAE(keras.Model):
 
     def sample(self, seeds: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
         """Decode one z ~ N(0, I) per row; row i depends only on seeds[i] (and labels[i])."""
-        z = tf.map_fn(  # [b, d]: one stateless draw per seed
-            lambda s: tf.random.stateless_normal([self.config.latent_dim], tf.stack([s, 0])),
-            tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
-        return self.decode(z, labels)
+        return self.decode(row_normal(seeds, [self.config.latent_dim]), labels)  # z [b, d]: one draw per seed
 
     # Objectives.
 
@@ -294,10 +316,12 @@ class VAE(keras.Model):
         return {"loss": d, "distortion": d}
 
     def elbo_terms(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor,
-                   estimator: str | None = None, samples: int | None = None) -> dict[str, tf.Tensor]:
+                   estimator: str | None = None, samples: int | None = None,
+                   posterior: tfd.Distribution | None = None) -> dict[str, tf.Tensor]:
         """The VAE's per-image loss D + beta R and its parts, each [b], with D from M draws of q(z|x).
 
-        `estimator` and `samples` default to the config's. Under both estimators `loss` has
+        `estimator` and `samples` default to the config's, `posterior` to the encoder's q(z|x)
+        (pass another, such as a refined N(mean_i, stddev_i), to score it). Under both estimators `loss` has
         the same value; under the score function the draws are held fixed (the decoder's
         gradient is the usual one) and the encoder's gradient of the distortion comes from
         `score_function_surrogate`. The rate is analytic either way.
@@ -306,7 +330,7 @@ class VAE(keras.Model):
         estimator = estimator or config.gradient_estimator
         samples = samples or config.estimator_samples
         seed = tf.cast(seed, tf.int32)  # TFP's stateless samplers take int32 seeds
-        posterior = self.posterior(images, labels)
+        posterior = self.posterior(images, labels) if posterior is None else posterior
         z = posterior.sample(samples, seed=seed)  # [M, b, d]; reparameterized: gradients reach mean, stddev
         if estimator == "score_function":
             z = tf.stop_gradient(z)
@@ -326,12 +350,14 @@ class VAE(keras.Model):
         flat_images = tf.tile(images, [draws, 1, 1, 1])  # [k*b, H, W, C], sample-major
         return tf.reshape(self.likelihood(flat_z, flat_labels).log_prob(flat_images), [draws, batch])
 
-    def importance_weighted_log_likelihood(self, images: tf.Tensor, labels: tf.Tensor | None,
-                                           num_samples: int, seed: tf.Tensor) -> tf.Tensor:
-        """IWAE estimate of log p(x) with k = num_samples, shape [b]; -it bounds the NLL from above."""
+    def importance_weighted_log_likelihood(self, images: tf.Tensor, labels: tf.Tensor | None, num_samples: int,
+                                           seed: tf.Tensor, posterior: tfd.Distribution | None = None) -> tf.Tensor:
+        """IWAE estimate of log p(x) with k = num_samples, shape [b]; -it bounds the NLL from above.
+
+        The proposal is the encoder's q(z|x) unless `posterior` gives another."""
         if self.config.kind != "vae":
             raise ValueError("the importance-weighted bound needs a VAE posterior")
-        posterior = self.posterior(images, labels)
+        posterior = self.posterior(images, labels) if posterior is None else posterior
         z = posterior.sample(num_samples, seed=tf.cast(seed, tf.int32))  # [k, b, d]
         log_px_z = self.log_likelihood_of_draws(z, images, labels)  # [k, b]
         log_weights = log_px_z + self.prior.log_prob(z) - posterior.log_prob(z)  # [k, b]
@@ -377,6 +403,13 @@ class VAE(keras.Model):
         def elbo_signature(images, label=None):
             return self.elbo_parts(checked_images(images), checked_labels(label))
 
+        def encode_refined(images, seed, label=None):
+            images, label = checked_images(images), checked_labels(label)
+            mean, stddev = self.encode(images, label)
+            refined = refine_posterior(self, images, label, mean, stddev, tf.ensure_shape(seed, [None]),
+                                       config.refine_steps)
+            return {"mean": refined["mean"], "stddev": refined["stddev"]}
+
         signatures = {
             "serving_default": (sample, [seed_spec, *cond]),
             "sample": (sample, [seed_spec, *cond]),
@@ -386,6 +419,8 @@ class VAE(keras.Model):
         }
         if config.kind == "vae":
             signatures["elbo"] = (elbo_signature, [images_spec, *cond])
+        if config.refine_steps:
+            signatures["encode_refined"] = (encode_refined, [images_spec, seed_spec, *cond])
         return signatures
 
     def signature_expectations(self) -> dict[str, dict[str, dict]]:
@@ -400,6 +435,8 @@ class VAE(keras.Model):
         if self.config.kind == "vae":
             expectations["elbo"] = {"elbo": {"shape": [-1]}, "reconstruction": {"shape": [-1]},
                                     "kl": {"shape": [-1], "min": 0.0}}
+        if self.config.refine_steps:
+            expectations["encode_refined"] = expectations["encode"]
         return expectations
 
 
@@ -435,3 +472,58 @@ def encoder_gradient_moments(model: VAE, images: tf.Tensor, labels: tf.Tensor | 
 
     means, variances = moments()
     return {v.path: {"mean": m.numpy(), "variance": s.numpy()} for v, m, s in zip(variables, means, variances)}
+
+
+# Per-datapoint variational inference: the amortization gap (Cremer et al., 2018).
+
+
+@tf.function(reduce_retracing=True)
+def refine_posterior(model: VAE, images: tf.Tensor, labels: tf.Tensor | None, mean: tf.Tensor, stddev: tf.Tensor,
+                     seeds: tf.Tensor, steps: int, learning_rate: float = 0.1, samples: int = 1) -> dict[str, tf.Tensor]:
+    """Fit each image's own q_i(z) = N(mean_i, stddev_i) by gradient ascent on its ELBO, decoder fixed.
+
+    Starts from `mean`, `stddev` [b, d] (the prior's 0 and 1, or the encoder's output) and
+    takes `steps` Adam steps on (mean, log stddev) in one tf.while_loop, each on an
+    M-sample (`samples`) reparameterized ELBO estimate with fresh noise. Adam is
+    elementwise and image i's ELBO depends on its own parameters only, so this is per-image
+    Adam: every image and latent dimension gets its own step size, whatever the scale of
+    its gradient. Row i's noise comes from seeds[i] alone. Returns the refined "mean" and
+    "stddev" [b, d], and "elbo" [steps, b], the estimate at each step (before its update).
+    """
+    latent_dim = model.config.latent_dim
+    noise = row_normal(seeds, [steps, samples, latent_dim], salt=1)  # [b, K, M, d]
+
+    def elbo_estimate(mean, log_stddev, k):
+        z = mean + tf.exp(log_stddev) * tf.transpose(noise[:, k], [1, 0, 2])  # [M, b, d]
+        posterior = tfd.MultivariateNormalDiag(loc=mean, scale_diag=tf.exp(log_stddev))
+        reconstruction = tf.reduce_mean(model.log_likelihood_of_draws(z, images, labels), axis=0)
+        return reconstruction - rate(posterior, model.prior)  # [b]
+
+    def step(k, mean, log_stddev, moments, trace):
+        with tf.GradientTape() as tape:
+            tape.watch([mean, log_stddev])
+            estimate = elbo_estimate(mean, log_stddev, k)
+            total = tf.reduce_sum(estimate)
+        gradients = tape.gradient(total, [mean, log_stddev])  # row i's: the gradient of its own ELBO
+        step_size = learning_rate * (1.0 - tf.cast(k, tf.float32) / steps)  # linear decay to 0
+        updated = [adam_ascent(p, g, m, v, k + 1, step_size)
+                   for p, g, (m, v) in zip([mean, log_stddev], gradients, moments)]
+        (mean, *mean_moments), (log_stddev, *scale_moments) = updated
+        return k + 1, mean, log_stddev, [mean_moments, scale_moments], trace.write(k, estimate)
+
+    zeros = tf.zeros_like(mean)
+    _, mean, log_stddev, _, trace = tf.while_loop(
+        lambda k, *_: k < steps, step,
+        [tf.constant(0), mean, tf.math.log(stddev), [[zeros, zeros], [zeros, zeros]],
+         tf.TensorArray(tf.float32, size=steps)])
+    return {"mean": mean, "stddev": tf.exp(log_stddev), "elbo": trace.stack()}
+
+
+def parameter_counts(model: VAE, num_images: int) -> dict[str, int]:
+    """What each way of inference learns for N images (the lecture's count):
+    amortized |theta| + |phi| (decoder and encoder), per-datapoint |theta| + 2 d N (a mean and
+    a standard deviation per image and latent dimension)."""
+    decoder = sum(math.prod(v.shape) for v in model.decoder.trainable_variables)
+    encoder = sum(math.prod(v.shape) for v in model.encoder_variables)
+    return {"decoder": decoder, "encoder": encoder, "amortized": decoder + encoder,
+            "per_datapoint": decoder + 2 * model.config.latent_dim * num_images}

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.vae import (VAE, VAEConfig, distortion, encoder_gradient_moments, image_distribution,
-                     importance_weighted_bound, leave_one_out_baseline, rate, score_function_surrogate, tfd)
+from tests.zoo.exported import export_and_load
+from zoo.vae import (VAE, VAEConfig, adam_ascent, distortion, encoder_gradient_moments, image_distribution,
+                     importance_weighted_bound, leave_one_out_baseline, parameter_counts, rate, refine_posterior,
+                     score_function_surrogate, tfd)
 
 SMALL = VAEConfig(image_shape=(8, 8, 1), architecture="mlp", latent_dim=3, hidden_units=(16,))
 
@@ -202,3 +204,69 @@ def test_config_refuses_a_score_function_without_a_posterior_or_baseline_samples
     with pytest.raises(ValueError, match="kind=vae"):
         VAEConfig(kind="ae", gradient_estimator="score_function", estimator_samples=2)
     VAEConfig(gradient_estimator="score_function", estimator_samples=1, score_baseline="none")
+
+
+def test_adam_ascent_first_step_moves_each_coordinate_by_the_step_size():
+    # Step 1: m = 0.1 g, v = 0.001 g^2, bias-corrected m_hat = g, v_hat = g^2, so the move is
+    # lr * g / |g| = lr * sign(g) (eps 1e-8 aside): 1 + 0.5 = 1.5 and 1 - 0.5 = 0.5.
+    parameter, first, second = adam_ascent(tf.constant([1.0, 1.0]), tf.constant([4.0, -0.25]),
+                                           tf.zeros(2), tf.zeros(2), tf.constant(1), 0.5)
+    np.testing.assert_allclose(parameter.numpy(), [1.5, 0.5], rtol=2e-5)  # float32: 1 - 0.999 is not 0.001
+    np.testing.assert_allclose(first.numpy(), [0.4, -0.025], rtol=1e-6)
+    np.testing.assert_allclose(second.numpy(), [0.016, 0.0000625], rtol=1e-5)
+
+
+def test_parameter_counts_by_hand():
+    # SMALL: decoder 3 -> 16 -> 64: (3*16 + 16) + (16*64 + 64) = 64 + 1088 = 1152;
+    # encoder 64 -> 16 -> 6: (64*16 + 16) + (16*6 + 6) = 1040 + 102 = 1142.
+    # N = 1000 images: per-datapoint 1152 + 2 * 3 * 1000 = 7152; amortized 1152 + 1142 = 2294.
+    assert parameter_counts(VAE(SMALL), 1000) == {"decoder": 1152, "encoder": 1142, "amortized": 2294,
+                                                  "per_datapoint": 7152}
+
+
+def test_refinement_never_lowers_the_elbo_and_from_the_prior_reaches_the_encoders(digits_vae):
+    model, images = digits_vae
+    seeds = tf.range(32, dtype=tf.int64)
+    mean, stddev = model.encode(images)
+
+    def elbo(mean, stddev, seed):  # 256 draws per image, the same noise for every (mean, stddev)
+        posterior = tfd.MultivariateNormalDiag(loc=mean, scale_diag=stddev)
+        return model.elbo_terms(images, None, tf.constant([seed, 0]), samples=256, posterior=posterior)["elbo"].numpy()
+
+    refined = refine_posterior(model, images, None, mean, stddev, seeds, 100)
+    from_prior = refine_posterior(model, images, None, tf.zeros_like(mean), tf.ones_like(stddev), seeds, 300)
+    assert refined["elbo"].shape == (100, 32)
+    for seed in (1, 2, 3):
+        encoder = elbo(mean, stddev, seed)
+        after = elbo(refined["mean"], refined["stddev"], seed)
+        assert after.mean() >= encoder.mean(), (after.mean(), encoder.mean())
+        assert np.mean(after > encoder) >= 0.9, np.mean(after > encoder)
+        prior = elbo(tf.zeros_like(mean), tf.ones_like(stddev), seed)
+        fitted = elbo(from_prior["mean"], from_prior["stddev"], seed)
+        assert fitted.mean() >= encoder.mean() > prior.mean(), (fitted.mean(), encoder.mean(), prior.mean())
+
+
+def test_a_rows_refinement_depends_only_on_its_image_and_seed():
+    model = VAE(SMALL)
+    images = tf.random.stateless_uniform([3, 8, 8, 1], seed=[1, 2])
+    mean, stddev = model.encode(images)
+    together = refine_posterior(model, images, None, mean, stddev, tf.constant([7, 8, 9], tf.int64), 5)
+    alone = refine_posterior(model, images[1:2], None, mean[1:2], stddev[1:2], tf.constant([8], tf.int64), 5)
+    np.testing.assert_allclose(alone["mean"].numpy()[0], together["mean"].numpy()[1], rtol=1e-5, atol=1e-6)
+    assert np.abs(together["mean"].numpy() - mean.numpy()).max() > 1e-3  # it moved
+
+
+def test_encode_refined_signature_runs_the_refinement_through_the_servers_session_path(tmp_path):
+    config = VAEConfig(**{**SMALL.__dict__, "num_classes": 10, "refine_steps": 4})
+    model = VAE(config)
+    run = export_and_load(model, tmp_path / "1")
+    assert run.signatures == sorted(["serving_default", "sample", "decode", "encode", "reconstruct", "elbo",
+                                     "encode_refined"])
+    images = tf.random.stateless_uniform([2, 8, 8, 1], seed=[1, 2])
+    labels, seeds = tf.constant([3, 4], tf.int64), tf.constant([5, 6], tf.int64)
+    got = run("encode_refined", images=images.numpy(), seed=seeds.numpy(), label=labels.numpy())
+    mean, stddev = model.encode(images, labels)
+    expected = refine_posterior(model, images, labels, mean, stddev, seeds, 4)
+    np.testing.assert_allclose(got["mean"], expected["mean"].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["stddev"], expected["stddev"].numpy(), rtol=1e-4, atol=1e-5)
+    assert set(model.signature_expectations()) == set(run.signatures)
