@@ -16,6 +16,12 @@ grad log q(z|x) times the learning signal log p(x|z), as REINFORCE does for a po
 (``score_function``; each draw's baseline is the mean signal of the image's other M - 1
 draws). `encoder_gradient_moments` measures how far apart the two estimators' variances are.
 
+For grey levels, ``likelihood="gaussian"`` gives every pixel its own mean and standard
+deviation sigma_theta(z). A density on [0, 1] is not a probability of 8-bit values, so the
+Gaussian decoder is fed and scored on dequantized values x = (k + u) / 256, u ~ U[0, 1), and
+reports log p(x|z) - D log 256: in expectation over u a lower bound on the log-probability of
+the discrete image (Theis et al., 2016), comparable with the 256-way PixelCNN in nats or bits/dim.
+
 A label (``num_classes > 0``) conditions both the encoder and the decoder.
 
 Probability stays in `tfp.distributions` (never `tfp.layers`, which is built on Keras 2).
@@ -55,8 +61,9 @@ class VAEConfig:
     """Dense layers of the encoder head (the MLP decoder mirrors them)."""
     conv_filters: tuple[int, ...] = (32, 64)
     """Filters of the stride-2 convolutions (the conv decoder mirrors them)."""
-    likelihood: Literal["bernoulli", "continuous_bernoulli"] = "bernoulli"
-    """p(x|z): Bernoulli for binarized images, continuous Bernoulli for grey levels in [0, 1]."""
+    likelihood: Literal["bernoulli", "continuous_bernoulli", "gaussian"] = "bernoulli"
+    """p(x|z): Bernoulli for binarized images; for grey levels, continuous Bernoulli on [0, 1] or a Gaussian
+    with a learned per-pixel stddev on dequantized 8-bit values (its log-likelihood bounds the discrete one)."""
     posterior_scale: Literal["softplus", "exp"] = "softplus"
     """How the encoder's raw output becomes the posterior standard deviation."""
     beta: float = 1.0
@@ -151,10 +158,11 @@ def score_function_surrogate(signal: tf.Tensor, log_q: tf.Tensor,
     return tf.reduce_mean(advantage * (log_q - tf.stop_gradient(log_q)), axis=0)
 
 
-def row_normal(seeds: tf.Tensor, shape: list[int] | tf.Tensor, salt: int = 0) -> tf.Tensor:
-    """Standard normal noise [b, *shape]; row i is drawn from the stateless seed (seeds[i], salt) alone."""
-    return tf.map_fn(lambda s: tf.random.stateless_normal(shape, tf.stack([s, salt])),
-                     tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
+def row_noise(seeds: tf.Tensor, shape: list[int] | tf.Tensor, salt: int = 0,
+              kind: Literal["normal", "uniform"] = "normal") -> tf.Tensor:
+    """Standard normal (or U[0, 1)) noise [b, *shape]; row i is drawn from the stateless seed (seeds[i], salt) alone."""
+    draw = tf.random.stateless_normal if kind == "normal" else tf.random.stateless_uniform
+    return tf.map_fn(lambda s: draw(shape, tf.stack([s, salt])), tf.cast(seeds, tf.int64), fn_output_signature=tf.float32)
 
 
 def adam_ascent(parameter: tf.Tensor, gradient: tf.Tensor, first: tf.Tensor, second: tf.Tensor, step: tf.Tensor,
@@ -179,14 +187,50 @@ def importance_weighted_bound(log_weights: tf.Tensor) -> tf.Tensor:
     return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
 
 
+LEVELS = 256
+"""Values of an 8-bit channel: images in [0, 1] are k / 255, k = 0..255."""
+GAUSSIAN_SCALE_FLOOR = 1.0 / (LEVELS * math.sqrt(12.0))
+"""Smallest pixel stddev of the Gaussian decoder: the stddev of the dequantization noise in one bin
+(width 1/256). A Gaussian fitted to one bin's uniform noise has exactly this stddev, so the floor
+never binds on a fit to the data, but it keeps the density finite when sigma would collapse."""
+
+
+def dequantize(images: tf.Tensor, uniform: tf.Tensor) -> tf.Tensor:
+    """x = (k + u) / 256 with k = round(255 * images): each 8-bit value spread uniformly over its bin
+    [k/256, (k+1)/256); `uniform` holds u in [0, 1), images' shape."""
+    return (tf.round(images * (LEVELS - 1)) + uniform) / LEVELS
+
+
+def discrete_log_likelihood(log_density: tf.Tensor, num_dims: int) -> tf.Tensor:
+    """log p(x) - D log 256 for a density p at dequantized values x = (k + u) / 256.
+
+    The discrete model P(k) = integral of p over the bin of k, a cube of side 1/256, is
+    256^-D E_u[p((k + u)/256)] >= exp(E_u[log p((k + u)/256)] - D log 256) by Jensen's
+    inequality: the result is, in expectation over u, a lower bound on log P(k).
+    """
+    return log_density - num_dims * math.log(LEVELS)
+
+
+def bits_per_dim(log_likelihood: tf.Tensor, num_dims: int) -> tf.Tensor:
+    """-log2 p(x) per channel value: nats / (D ln 2)."""
+    return -log_likelihood / (num_dims * math.log(2.0))
+
+
 def image_distribution(logits: tf.Tensor, likelihood: str) -> tfd.Distribution:
-    """p(x|z) over whole images: independent per pixel, event shape [H, W, C]."""
+    """p(x|z) over whole images: independent per pixel, event shape [H, W, C].
+
+    For the Gaussian the decoder gives 2C channels: the mean sigmoid(a) and the stddev
+    softplus(b) + GAUSSIAN_SCALE_FLOOR of each pixel (a, b the two halves of the last axis).
+    """
     if likelihood == "bernoulli":
         pixel = tfd.Bernoulli(logits=logits, dtype=logits.dtype)
     elif likelihood == "continuous_bernoulli":
         pixel = tfd.ContinuousBernoulli(logits=logits)
+    elif likelihood == "gaussian":
+        mean_logits, raw_scale = tf.split(logits, 2, axis=-1)
+        pixel = tfd.Normal(tf.sigmoid(mean_logits), tf.nn.softplus(raw_scale) + GAUSSIAN_SCALE_FLOOR)
     else:
-        raise ValueError(f"unknown likelihood {likelihood!r}; expected bernoulli or continuous_bernoulli")
+        raise ValueError(f"unknown likelihood {likelihood!r}; expected bernoulli, continuous_bernoulli or gaussian")
     return tfd.Independent(pixel, reinterpreted_batch_ndims=3)
 
 
@@ -210,12 +254,13 @@ def build_encoder_head(config: VAEConfig, outputs: int) -> keras.Sequential:
 
 
 def build_decoder(config: VAEConfig) -> keras.Sequential:
-    """concat(z, one-hot label) [b, d+K] -> logits [b, H, W, C]."""
-    height, width, channels = config.image_shape
+    """concat(z, one-hot label) [b, d+K] -> logits [b, H, W, C] ([b, H, W, 2C] for a Gaussian: mean and scale)."""
+    height, width, image_channels = config.image_shape
+    channels = 2 * image_channels if config.likelihood == "gaussian" else image_channels
     if config.architecture == "mlp":
         layers = [keras.layers.Dense(units, activation="relu") for units in reversed(config.hidden_units)]
         layers += [keras.layers.Dense(height * width * channels),
-                   keras.layers.Reshape(config.image_shape)]
+                   keras.layers.Reshape((height, width, channels))]
         return keras.Sequential(layers, name="decoder")
     scale = 2 ** len(config.conv_filters)
     start_h, start_w = math.ceil(height / scale), math.ceil(width / scale)
@@ -299,7 +344,7 @@ class VAE(keras.Model):
 
     def sample(self, seeds: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
         """Decode one z ~ N(0, I) per row; row i depends only on seeds[i] (and labels[i])."""
-        return self.decode(row_normal(seeds, [self.config.latent_dim]), labels)  # z [b, d]: one draw per seed
+        return self.decode(row_noise(seeds, [self.config.latent_dim]), labels)  # z [b, d]: one draw per seed
 
     # Objectives.
 
@@ -312,7 +357,7 @@ class VAE(keras.Model):
             noise = tf.random.stateless_normal(tf.shape(images), tf.cast(seed, tf.int32), dtype=images.dtype)
             inputs = tf.clip_by_value(images + self.config.noise_stddev * noise, 0.0, 1.0)
         code, _ = self.encode(inputs, labels)
-        d = distortion(self.likelihood(code, labels), images)
+        d = -self.data_log_likelihood(self.likelihood(code, labels), self.scored_images(images, seed))
         return {"loss": d, "distortion": d}
 
     def elbo_terms(self, images: tf.Tensor, labels: tf.Tensor | None, seed: tf.Tensor,
@@ -334,7 +379,7 @@ class VAE(keras.Model):
         z = posterior.sample(samples, seed=seed)  # [M, b, d]; reparameterized: gradients reach mean, stddev
         if estimator == "score_function":
             z = tf.stop_gradient(z)
-        log_likelihood = self.log_likelihood_of_draws(z, images, labels)  # [M, b]
+        log_likelihood = self.log_likelihood_of_draws(z, self.scored_images(images, seed), labels)  # [M, b]
         d = -tf.reduce_mean(log_likelihood, axis=0)
         r = rate(posterior, self.prior)
         loss = beta_vae_loss(d, r, config.beta)
@@ -342,13 +387,29 @@ class VAE(keras.Model):
             loss -= score_function_surrogate(log_likelihood, posterior.log_prob(z), config.score_baseline)
         return {"loss": loss, "distortion": d, "rate": r, "elbo": elbo(d, r)}
 
-    def log_likelihood_of_draws(self, z: tf.Tensor, images: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
-        """log p(x|z_k) [k, b] for draws z [k, b, d] of every image."""
-        draws, batch = tf.shape(z)[0], tf.shape(images)[0]
+    def scored_images(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """What p(x|z) scores: the images, or for the Gaussian decoder their dequantization with
+        noise from the stateless `seed` [2] (a stream of its own, apart from the posterior's draws)."""
+        if self.config.likelihood != "gaussian":
+            return images
+        noise_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), 1)
+        return dequantize(images, tf.random.stateless_uniform(tf.shape(images), noise_seed))
+
+    def data_log_likelihood(self, likelihood: tfd.Distribution, scored: tf.Tensor) -> tf.Tensor:
+        """log p(x|z) [b] of scored images; for the Gaussian decoder, of the 8-bit images (the bound
+        log p(x_dequantized|z) - D log 256)."""
+        log_prob = likelihood.log_prob(scored)
+        if self.config.likelihood == "gaussian":
+            return discrete_log_likelihood(log_prob, math.prod(self.config.image_shape))
+        return log_prob
+
+    def log_likelihood_of_draws(self, z: tf.Tensor, scored: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
+        """log p(x|z_k) [k, b] for draws z [k, b, d] of every image (`scored_images` of the batch)."""
+        draws, batch = tf.shape(z)[0], tf.shape(scored)[0]
         flat_z = tf.reshape(z, [-1, self.config.latent_dim])  # [k*b, d]: decoder sees k*b rows
         flat_labels = None if labels is None else tf.tile(labels, [draws])
-        flat_images = tf.tile(images, [draws, 1, 1, 1])  # [k*b, H, W, C], sample-major
-        return tf.reshape(self.likelihood(flat_z, flat_labels).log_prob(flat_images), [draws, batch])
+        flat_scored = tf.tile(scored, [draws, 1, 1, 1])  # [k*b, H, W, C], sample-major
+        return tf.reshape(self.data_log_likelihood(self.likelihood(flat_z, flat_labels), flat_scored), [draws, batch])
 
     def importance_weighted_log_likelihood(self, images: tf.Tensor, labels: tf.Tensor | None, num_samples: int,
                                            seed: tf.Tensor, posterior: tfd.Distribution | None = None) -> tf.Tensor:
@@ -359,7 +420,7 @@ class VAE(keras.Model):
             raise ValueError("the importance-weighted bound needs a VAE posterior")
         posterior = self.posterior(images, labels) if posterior is None else posterior
         z = posterior.sample(num_samples, seed=tf.cast(seed, tf.int32))  # [k, b, d]
-        log_px_z = self.log_likelihood_of_draws(z, images, labels)  # [k, b]
+        log_px_z = self.log_likelihood_of_draws(z, self.scored_images(images, seed), labels)  # [k, b]
         log_weights = log_px_z + self.prior.log_prob(z) - posterior.log_prob(z)  # [k, b]
         return importance_weighted_bound(log_weights)
 
@@ -491,12 +552,15 @@ def refine_posterior(model: VAE, images: tf.Tensor, labels: tf.Tensor | None, me
     "stddev" [b, d], and "elbo" [steps, b], the estimate at each step (before its update).
     """
     latent_dim = model.config.latent_dim
-    noise = row_normal(seeds, [steps, samples, latent_dim], salt=1)  # [b, K, M, d]
+    noise = row_noise(seeds, [steps, samples, latent_dim], salt=1)  # [b, K, M, d]
+    scored = images
+    if model.config.likelihood == "gaussian":  # one dequantization per image, kept for all K steps
+        scored = dequantize(images, row_noise(seeds, model.config.image_shape, salt=2, kind="uniform"))
 
     def elbo_estimate(mean, log_stddev, k):
         z = mean + tf.exp(log_stddev) * tf.transpose(noise[:, k], [1, 0, 2])  # [M, b, d]
         posterior = tfd.MultivariateNormalDiag(loc=mean, scale_diag=tf.exp(log_stddev))
-        reconstruction = tf.reduce_mean(model.log_likelihood_of_draws(z, images, labels), axis=0)
+        reconstruction = tf.reduce_mean(model.log_likelihood_of_draws(z, scored, labels), axis=0)
         return reconstruction - rate(posterior, model.prior)  # [b]
 
     def step(k, mean, log_stddev, moments, trace):
