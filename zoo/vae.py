@@ -15,6 +15,8 @@ z = mean + stddev * noise (reparameterized, the default), or by the score functi
 grad log q(z|x) times the learning signal log p(x|z), as REINFORCE does for a policy
 (``score_function``; each draw's baseline is the mean signal of the image's other M - 1
 draws). `encoder_gradient_moments` measures how far apart the two estimators' variances are.
+A latent of independent bits (``latent="bernoulli"``) has no reparameterization: only the
+score function trains its encoder.
 
 For grey levels, ``likelihood="gaussian"`` gives every pixel its own mean and standard
 deviation sigma_theta(z). A density on [0, 1] is not a probability of 8-bit values, so the
@@ -80,6 +82,9 @@ class VAEConfig:
     score_baseline: Literal["leave_one_out", "none"] = "leave_one_out"
     """Score function: subtract from each draw's signal the mean signal of the image's other M - 1 draws
     (unbiased, needs M >= 2), or nothing."""
+    latent: Literal["gaussian", "bernoulli"] = "gaussian"
+    """z: a diagonal Gaussian with prior N(0, I), or latent_dim independent bits with prior Bernoulli(1/2)
+    (a draw of a bit cannot be reparameterized: bits need gradient_estimator=score_function)."""
     refine_steps: int = 0
     """K > 0 exports an `encode_refined` signature: the encoder's q(z|x) refined by K steps of
     per-image gradient ascent on the ELBO (`refine_posterior`); 0 exports none."""
@@ -93,6 +98,11 @@ class VAEConfig:
             raise ValueError(f"num_classes must be 0 or more, got {self.num_classes}")
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (height, width, channels), got {self.image_shape}")
+        if self.latent == "bernoulli" and (self.kind != "vae" or self.gradient_estimator != "score_function"):
+            raise ValueError("a Bernoulli latent needs kind=vae and gradient_estimator=score_function: a draw of "
+                             "a bit has no reparameterization for the encoder's gradient to flow through")
+        if self.latent == "bernoulli" and self.refine_steps:
+            raise ValueError("refine_steps refines a Gaussian posterior; a Bernoulli latent has none")
         if self.refine_steps < 0:
             raise ValueError(f"refine_steps must be 0 or more, got {self.refine_steps}")
         if self.refine_steps and self.kind != "vae":
@@ -281,12 +291,16 @@ class VAE(keras.Model):
     def __init__(self, config: VAEConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        code_size = 2 * config.latent_dim if config.kind == "vae" else config.latent_dim
+        code_size = 2 * config.latent_dim if config.kind == "vae" and config.latent == "gaussian" else config.latent_dim
         self.encoder_torso = build_encoder_torso(config)
         self.encoder_head = build_encoder_head(config, code_size)
         self.decoder = build_decoder(config)
-        self.prior = tfd.MultivariateNormalDiag(loc=tf.zeros(config.latent_dim),
-                                                scale_diag=tf.ones(config.latent_dim))
+        if config.latent == "bernoulli":
+            self.prior = tfd.Independent(tfd.Bernoulli(probs=tf.fill([config.latent_dim], 0.5), dtype=tf.float32),
+                                         reinterpreted_batch_ndims=1)
+        else:
+            self.prior = tfd.MultivariateNormalDiag(loc=tf.zeros(config.latent_dim),
+                                                    scale_diag=tf.ones(config.latent_dim))
         self.build_all()
 
     def build_all(self) -> None:
@@ -313,7 +327,11 @@ class VAE(keras.Model):
         return self.encoder_torso.trainable_variables + self.encoder_head.trainable_variables
 
     def encode(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """Posterior mean and standard deviation, each [b, d] (stddev is 0 for autoencoders)."""
+        """Posterior mean and standard deviation, each [b, d] (stddev is 0 for autoencoders; for
+        bits, each bit's probability of 1 and its Bernoulli stddev)."""
+        if self.config.latent == "bernoulli":
+            bits = self.posterior(images, labels)
+            return bits.mean(), bits.stddev()
         code = self.encoder_head(self._condition(self.encoder_torso(images), labels))
         if self.config.kind != "vae":
             return code, tf.zeros_like(code)
@@ -322,8 +340,11 @@ class VAE(keras.Model):
             return mean, tf.exp(raw_scale)
         return mean, tf.nn.softplus(raw_scale) + 1e-5
 
-    def posterior(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tfd.MultivariateNormalDiag:
-        """q(z|x), a diagonal Gaussian with batch shape [b] and event shape [d]."""
+    def posterior(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tfd.Distribution:
+        """q(z|x) with batch shape [b] and event shape [d]: a diagonal Gaussian, or independent bits."""
+        if self.config.latent == "bernoulli":
+            logits = self.encoder_head(self._condition(self.encoder_torso(images), labels))
+            return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=1)
         mean, stddev = self.encode(images, labels)
         return tfd.MultivariateNormalDiag(loc=mean, scale_diag=stddev)
 
@@ -343,7 +364,10 @@ class VAE(keras.Model):
         return self.decode(self.encode(images, labels)[0], labels)
 
     def sample(self, seeds: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
-        """Decode one z ~ N(0, I) per row; row i depends only on seeds[i] (and labels[i])."""
+        """Decode one z from the prior per row; row i depends only on seeds[i] (and labels[i])."""
+        if self.config.latent == "bernoulli":  # fair coins
+            bits = row_noise(seeds, [self.config.latent_dim], kind="uniform") < 0.5
+            return self.decode(tf.cast(bits, tf.float32), labels)
         return self.decode(row_noise(seeds, [self.config.latent_dim]), labels)  # z [b, d]: one draw per seed
 
     # Objectives.
@@ -374,6 +398,8 @@ class VAE(keras.Model):
         config = self.config
         estimator = estimator or config.gradient_estimator
         samples = samples or config.estimator_samples
+        if estimator == "reparameterized" and config.latent == "bernoulli":
+            raise ValueError("a Bernoulli latent has no reparameterized gradient; use the score function")
         seed = tf.cast(seed, tf.int32)  # TFP's stateless samplers take int32 seeds
         posterior = self.posterior(images, labels) if posterior is None else posterior
         z = posterior.sample(samples, seed=seed)  # [M, b, d]; reparameterized: gradients reach mean, stddev
@@ -551,6 +577,9 @@ def refine_posterior(model: VAE, images: tf.Tensor, labels: tf.Tensor | None, me
     its gradient. Row i's noise comes from seeds[i] alone. Returns the refined "mean" and
     "stddev" [b, d], and "elbo" [steps, b], the estimate at each step (before its update).
     """
+    if model.config.latent != "gaussian":
+        raise ValueError("refine_posterior fits Gaussian posteriors; this model's latent is "
+                         f"{model.config.latent}")
     latent_dim = model.config.latent_dim
     noise = row_noise(seeds, [steps, samples, latent_dim], salt=1)  # [b, K, M, d]
     scored = images
@@ -586,8 +615,9 @@ def refine_posterior(model: VAE, images: tf.Tensor, labels: tf.Tensor | None, me
 def parameter_counts(model: VAE, num_images: int) -> dict[str, int]:
     """What each way of inference learns for N images (the lecture's count):
     amortized |theta| + |phi| (decoder and encoder), per-datapoint |theta| + 2 d N (a mean and
-    a standard deviation per image and latent dimension)."""
+    a standard deviation per image and latent dimension; one probability per bit for bits)."""
     decoder = sum(math.prod(v.shape) for v in model.decoder.trainable_variables)
     encoder = sum(math.prod(v.shape) for v in model.encoder_variables)
+    per_dimension = 2 if model.config.latent == "gaussian" else 1
     return {"decoder": decoder, "encoder": encoder, "amortized": decoder + encoder,
-            "per_datapoint": decoder + 2 * model.config.latent_dim * num_images}
+            "per_datapoint": decoder + per_dimension * model.config.latent_dim * num_images}
