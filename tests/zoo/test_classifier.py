@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo.exported import export_and_load
+from tests.zoo.helpers import export_and_load, fit
 from zoo.classifier import Classifier, ClassifierConfig, classification_terms
 from zoo.vae import VAE, VAEConfig
 
@@ -73,18 +73,7 @@ def test_a_short_training_run_classifies_the_digits():
     keras.utils.set_random_seed(0)
     classifier = Classifier(ClassifierConfig(image_shape=(8, 8, 1), architecture="mlp", latent_dim=16,
                                              hidden_units=(64,)))
-    optimizer = keras.optimizers.Adam(3e-3)
-
-    @tf.function
-    def step(images, labels):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(classifier.loss_terms(images, labels, tf.constant([0, 0]))["loss"])
-        optimizer.apply_gradients(zip(tape.gradient(loss, classifier.trainable_variables),
-                                      classifier.trainable_variables))
-
-    for i in range(150):
-        start = i * 64 % (len(data.train_images) - 64)
-        step(data.train_images[start:start + 64], data.train_labels[start:start + 64])
+    fit(classifier, data.train_images, 150, labels=data.train_labels)
     terms = classifier.loss_terms(data.test_images, data.test_labels, tf.constant([0, 0]))
     assert float(tf.reduce_mean(terms["accuracy"])) > 0.85  # 10% by chance
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo.exported import export_and_load
+from tests.zoo.helpers import binarized_digits, export_and_load, fit
 from zoo.cvae import CVAE, CVAEConfig, known_mask, tfd, unknown_distortion
 
 SMALL = CVAEConfig(image_shape=(8, 8, 1), latent_dim=3, hidden_units=(32,))
@@ -69,30 +69,16 @@ def test_a_short_training_run_learns_to_use_the_known_rows():
     """200 steps on the binarized 8x8 digits with a random split: the held-out conditional
     -ELBO falls, and completions of the bottom half from the top half land nearer the true
     grey digits than completions from nothing (mean squared error 0.068 against 0.081)."""
-    from training.data import load_images
-
-    data = load_images("digits")
-    rng = np.random.default_rng(0)
-    train = (rng.random(data.train_images.shape) < data.train_images).astype(np.float32)
-    grey = tf.constant(data.test_images[:200])
-    held_out = tf.cast(tf.constant(rng.random(grey.shape), tf.float32) < grey, tf.float32)
+    train, held_out, data = binarized_digits()
+    grey, held_out = tf.constant(data.test_images[:200]), tf.constant(held_out[:200])
     keras.utils.set_random_seed(0)
     model = CVAE(CVAEConfig(image_shape=(8, 8, 1), latent_dim=4, hidden_units=(64,)))
-    optimizer = keras.optimizers.Adam(3e-3)
-
-    @tf.function
-    def step(images, i):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.loss_terms(images, None, tf.stack([i, 1]))["loss"])
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
 
     def held_out_loss() -> float:
         return float(tf.reduce_mean(model.conditional_elbo_terms(held_out, tf.fill([200], 4), tf.constant([7, 7]))["loss"]))
 
     before = held_out_loss()
-    for i in range(200):
-        start = i * 64 % (len(train) - 64)
-        step(train[start:start + 64], tf.constant(i, tf.int64))
+    fit(model, train, 200)
     after = held_out_loss()
     assert after < 0.6 * before, (before, after)
     seeds = tf.range(200, dtype=tf.int64)
@@ -123,16 +109,17 @@ def test_signatures_through_the_servers_session_path(tmp_path):
         run("complete", images=images, known_rows=np.array([0, 9, 1], np.int64), seed=seeds)
 
 
-def test_a_model_trained_at_a_fixed_split_refuses_other_splits(tmp_path):
+def test_a_model_trained_at_a_fixed_split_refuses_other_splits():
     model = CVAE(CVAEConfig(image_shape=(8, 8, 1), latent_dim=3, hidden_units=(32,), known_rows=4))
-    run = export_and_load(model, tmp_path / "1")
-    assert "sample" not in run.signatures
-    images = random_images(2).numpy()
-    completed = run("complete", images=images, known_rows=np.array([4, 4], np.int64), seed=np.array([1, 2], np.int64))
-    np.testing.assert_array_equal(completed["images"][:, :4], images[:, :4])
-    with pytest.raises(Exception, match="known_rows must be 4: this model was trained to complete images from "
-                                        "their first 4 rows only"):
-        run("complete", images=images, known_rows=np.array([4, 3], np.int64), seed=np.array([1, 2], np.int64))
+    signatures = model.serving_signatures()
+    assert "sample" not in signatures and set(signatures) == set(model.signature_expectations())
+    complete = tf.function(signatures["complete"][0], input_signature=signatures["complete"][1])
+    images, seeds = random_images(2), tf.constant([1, 2], tf.int64)
+    completed = complete(images, tf.constant([4, 4], tf.int64), seeds)["images"]
+    np.testing.assert_array_equal(completed[:, :4], images[:, :4])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="known_rows must be 4: this model was trained to "
+                                                             "complete images from their first 4 rows only"):
+        complete(images, tf.constant([4, 3], tf.int64), seeds)
     assert float(tf.reduce_min(model.training_rows(5, tf.constant([0, 0])))) == 4
 
 

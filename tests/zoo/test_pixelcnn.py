@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo.exported import export_and_load
+from tests.zoo.helpers import export_and_load
 from zoo.pixelcnn import MaskedConv2D, PixelCNN, PixelCNNConfig, causal_mask
 
 

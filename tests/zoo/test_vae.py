@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo.exported import export_and_load
+from tests.zoo.helpers import binarized_digits, export_and_load, fit
 from zoo.vae import (GAUSSIAN_SCALE_FLOOR, VAE, VAEConfig, adam_ascent, bits_per_dim, dequantize,
                      discrete_log_likelihood, distortion, encoder_gradient_moments, image_distribution,
                      importance_weighted_bound, leave_one_out_baseline, parameter_counts, rate, refine_posterior,
@@ -108,26 +108,11 @@ def test_config_rejects_nonsense():
 @pytest.fixture(scope="module")
 def digits_vae():
     """An MLP VAE (d = 16) trained for 300 steps on binarized 8x8 digits, and 32 held-out digits."""
-    from training.data import load_images
-
-    data = load_images("digits")
-    rng = np.random.default_rng(0)
-    train = (rng.random(data.train_images.shape) < data.train_images).astype(np.float32)
-    held_out = (rng.random(data.test_images[:32].shape) < data.test_images[:32]).astype(np.float32)
+    train, held_out, _ = binarized_digits()
     keras.utils.set_random_seed(0)
     model = VAE(VAEConfig(image_shape=(8, 8, 1), architecture="mlp", latent_dim=16, hidden_units=(32,)))
-    optimizer = keras.optimizers.Adam(3e-3)
-
-    @tf.function
-    def step(images, i):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.loss_terms(images, None, tf.stack([i, 1]))["loss"])
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-
-    for i in range(300):
-        start = i * 64 % (len(train) - 64)
-        step(train[start:start + 64], tf.constant(i, tf.int64))
-    return model, tf.constant(held_out)
+    fit(model, train, 300)
+    return model, tf.constant(held_out[:32])
 
 
 def test_leave_one_out_baseline_by_hand():
@@ -337,22 +322,13 @@ def test_gaussian_decoder_trains_below_eight_bits_per_dim_on_the_grey_digits():
     keras.utils.set_random_seed(0)
     model = VAE(VAEConfig(image_shape=(8, 8, 1), architecture="mlp", latent_dim=8, hidden_units=(64,),
                           likelihood="gaussian"))
-    optimizer = keras.optimizers.Adam(3e-3)
     held_out = tf.constant(data.test_images[:200])
-
-    @tf.function
-    def step(images, i):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.loss_terms(images, None, tf.stack([i, 1]))["loss"])
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
 
     def held_out_bits() -> float:
         return float(tf.reduce_mean(bits_per_dim(model.loss_terms(held_out, None, tf.constant([7, 7]))["elbo"], 64)))
 
     before = held_out_bits()  # about 9.1: worse than the uniform's 8
-    for i in range(150):
-        start = i * 64 % (len(data.train_images) - 64)
-        step(data.train_images[start:start + 64], tf.constant(i, tf.int64))
+    fit(model, data.train_images, 150)
     after = held_out_bits()  # about 6.6
     assert after < 7.5 < 8.5 < before, (before, after)
 
@@ -378,28 +354,13 @@ def test_the_score_function_trains_a_vae_with_binary_codes():
     """16 bits, M = 4, 400 steps on the binarized digits: the held-out -ELBO (64 draws) goes
     below the NLL of the best model that ignores z (independent pixels at their training
     frequencies, 27.3 nats), which it can only do if the encoder learned to code the digits."""
-    from training.data import load_images
-
-    data = load_images("digits")
-    rng = np.random.default_rng(0)
-    train = (rng.random(data.train_images.shape) < data.train_images).astype(np.float32)
-    held_out = (rng.random(data.test_images.shape) < data.test_images).astype(np.float32)
+    train, held_out, _ = binarized_digits()
     p = np.clip(train.mean(0), 1e-3, 1 - 1e-3)
     independent = -(held_out * np.log(p) + (1 - held_out) * np.log(1 - p)).sum((1, 2, 3)).mean()
     keras.utils.set_random_seed(0)
     model = VAE(VAEConfig(image_shape=(8, 8, 1), architecture="mlp", latent_dim=16, hidden_units=(64,),
                           latent="bernoulli", gradient_estimator="score_function", estimator_samples=4))
-    optimizer = keras.optimizers.Adam(3e-3)
-
-    @tf.function
-    def step(images, i):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.loss_terms(images, None, tf.stack([i, 1]))["loss"])
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-
-    for i in range(400):
-        start = i * 64 % (len(train) - 64)
-        step(train[start:start + 64], tf.constant(i, tf.int64))
+    fit(model, train, 400)
     terms = model.elbo_terms(tf.constant(held_out), None, tf.constant([7, 7]), samples=64)
     negative_elbo, used = float(tf.reduce_mean(terms["loss"])), float(tf.reduce_mean(terms["rate"]))
     assert negative_elbo < independent - 1.0 and used > 0.5, (negative_elbo, independent, used)  # 25.7, 27.3, 1.9
