@@ -74,14 +74,15 @@ class VAEConfig:
     """Number of classes for a conditional model; 0 for an unconditional one."""
     noise_stddev: float = 0.5
     """Standard deviation of the Gaussian corruption (``dae`` only)."""
-    gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
-    """How the encoder gets the reconstruction term's gradient: through z = mean + stddev * noise, or by
-    the score function grad log q(z|x) times the learning signal log p(x|z) (REINFORCE; vae only)."""
+    # Fields another depends on come first: command-line overrides are applied in this order.
     estimator_samples: int = 1
     """M: posterior draws per image averaged in the reconstruction term (and in the score function's baseline)."""
     score_baseline: Literal["leave_one_out", "none"] = "leave_one_out"
     """Score function: subtract from each draw's signal the mean signal of the image's other M - 1 draws
     (unbiased, needs M >= 2), or nothing."""
+    gradient_estimator: Literal["reparameterized", "score_function"] = "reparameterized"
+    """How the encoder gets the reconstruction term's gradient: through z = mean + stddev * noise, or by
+    the score function grad log q(z|x) times the learning signal log p(x|z) (REINFORCE; vae only)."""
     latent: Literal["gaussian", "bernoulli"] = "gaussian"
     """z: a diagonal Gaussian with prior N(0, I), or latent_dim independent bits with prior Bernoulli(1/2)
     (a draw of a bit cannot be reparameterized: bits need gradient_estimator=score_function)."""
