@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.zoo.helpers import export_and_load
 from zoo.pixelcnn import MaskedConv2D, PixelCNN, PixelCNNConfig, causal_mask
 
 
@@ -145,25 +146,12 @@ def test_fast_sampler_gives_the_naive_samples(name):
 
 @pytest.mark.parametrize("name", ["gated-3", "pixelcnn-1"])
 def test_signatures_load_and_answer_through_the_servers_session_path(name, tmp_path):
-    from serving.servable import Servable
-
     config = CONFIGS[name]
     model = PixelCNN(config)
-    model.build_all()
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for signature, (function, specs) in model.serving_signatures().items():
-        archive.add_endpoint(signature, function, input_signature=specs)
-    archive.write_out(str(tmp_path / "1"), verbose=False)
-
-    servable = Servable("pixelcnn", 1, tmp_path / "1")  # the session-based loader, as TF Serving loads it
+    run = export_and_load(model, tmp_path / "1")  # the session-based loader, as TF Serving loads it
     seeds = np.array([5, 6], np.int64)
     labels = {"label": np.array([2, 0], np.int64)} if config.conditional else {}
     tf_labels = tf.constant(labels["label"]) if labels else None
-
-    def run(signature, **inputs):
-        definition = servable.signature(signature)
-        return servable.run(definition, inputs, sorted(definition.outputs))
 
     np.testing.assert_array_equal(run("sample", seed=seeds, **labels)["images"],
                                   model.sample(tf.constant(seeds), tf_labels).numpy())
