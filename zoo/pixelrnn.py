@@ -100,9 +100,11 @@ class PixelRNNConfig:
 def lstm_cell(gates: tf.Tensor, cell: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """One LSTM update from its pre-activations [..., 4h] in the paper's order o, f, i, g:
     c = sigmoid(f) * c_prev + sigmoid(i) * tanh(g), h = sigmoid(o) * tanh(c). Returns (h, c)."""
-    o, f, i, g = tf.split(gates, 4, axis=-1)
-    cell = tf.sigmoid(f) * cell + tf.sigmoid(i) * tf.tanh(g)
-    return tf.sigmoid(o) * tf.tanh(cell), cell
+    units = gates.shape[-1] // 4
+    sigmoid_part, g = tf.split(gates, [3 * units, units], axis=-1)
+    o, f, i = tf.split(tf.sigmoid(sigmoid_part), 3, axis=-1)  # one activation op for the three gates
+    cell = f * cell + i * tf.tanh(g)
+    return o * tf.tanh(cell), cell
 
 
 def forget_bias(units: int, directions: int = 1) -> np.ndarray:
@@ -110,27 +112,44 @@ def forget_bias(units: int, directions: int = 1) -> np.ndarray:
     return np.tile(np.repeat(np.array([0, 1, 0, 0], np.float32), units), directions)
 
 
-def skew(maps: tf.Tensor) -> tf.Tensor:
-    """Row y shifted right by y: [b, H, W, C] -> [b, H, W + H - 1, C], zeros elsewhere.
+def skew_index(height: int, width: int) -> np.ndarray:
+    """[W + H - 1, H]: for diagonal t and row y, the flat position y * W + x of pixel (y, x = t - y), or H * W
+    where that is outside the image."""
+    t, y = np.meshgrid(np.arange(width + height - 1), np.arange(height), indexing="ij")
+    x = t - y
+    return np.where((x >= 0) & (x < width), y * width + x, height * width)
 
-    Column t of the result holds the pixels with x + y = t, so a step along the skewed width
-    computes a whole diagonal. Row y starts at y(W + H) in the flattened right-padded map and
-    at y(W + H - 1) in the result, so it lands y columns further right.
+
+def skew(maps: tf.Tensor, fill: float | np.ndarray = 0.0) -> tf.Tensor:
+    """Row y shifted right by y, position-major: [H, W, ...] -> [W + H - 1, H, ...], `fill` outside the image.
+
+    Entry [t, y] holds maps[y, t - y]: step t of a scan along the first axis computes the whole
+    diagonal x + y = t at once. One gather (cheaper, with its gradient, than padding, reshaping
+    and transposing a channels-last map).
     """
-    height, width, channels = maps.shape[1], maps.shape[2], maps.shape[3]
-    batch = tf.shape(maps)[0]
-    padded = tf.pad(maps, [[0, 0], [0, 0], [0, height], [0, 0]])  # [b, H, W + H, C]
-    flat = tf.reshape(padded, [batch, height * (width + height), channels])[:, :height * (width + height - 1)]
-    return tf.reshape(flat, [batch, height, width + height - 1, channels])
+    height, width = maps.shape[0], maps.shape[1]
+    rest = tf.shape(maps)[2:]
+    flat = tf.reshape(maps, tf.concat([[height * width], rest], axis=0))
+    outside = tf.broadcast_to(tf.cast(fill, maps.dtype), tf.concat([[1], rest], axis=0))
+    return tf.gather(tf.concat([flat, outside], axis=0), skew_index(height, width))
 
 
 def unskew(skewed: tf.Tensor, width: int) -> tf.Tensor:
-    """The inverse of `skew`: [b, H, W + H - 1, C] -> [b, H, W, C]."""
-    height, channels = skewed.shape[1], skewed.shape[3]
-    batch = tf.shape(skewed)[0]
-    flat = tf.reshape(skewed, [batch, height * (width + height - 1), channels])
-    padded = tf.pad(flat, [[0, 0], [0, height], [0, 0]])
-    return tf.reshape(padded, [batch, height, width + height, channels])[:, :, :width]
+    """The inverse of `skew`: [W + H - 1, H, ...] -> [H, W, ...]."""
+    height = skewed.shape[1]
+    y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    flat = tf.reshape(skewed, tf.concat([[-1], tf.shape(skewed)[2:]], axis=0))  # [(W + H - 1) * H, ...]
+    return tf.gather(flat, (x + y) * height + y)
+
+
+def to_positions(maps: tf.Tensor) -> tf.Tensor:
+    """[b, H, W, C] -> position-major [H, W, b, C]."""
+    return tf.transpose(maps, [1, 2, 0, 3])
+
+
+def to_images(maps: tf.Tensor) -> tf.Tensor:
+    """Position-major [H, W, b, C] -> [b, H, W, C]."""
+    return tf.transpose(maps, [2, 0, 1, 3])
 
 
 def set_column(row: tf.Tensor, x, values: tf.Tensor) -> tf.Tensor:
@@ -240,9 +259,9 @@ class RowLSTM(RecurrentLayer):
 # ---------------------------------------------------------------- Diagonal BiLSTM (section 3.2)
 def diagonal_cell(gates: tf.Tensor, above: tf.Tensor, beside: tf.Tensor, beside_cell: tf.Tensor,
                   kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The column LSTM's update at a position from the states above it and beside it (the previous
-    diagonal): the 2x1 state-to-state kernel [2h, 4h] acts on [h_above, h_beside]; c follows the
-    state beside. Returns (h, c)."""
+    """The column LSTM's update at one position from the states above it and beside it (on the
+    previous diagonal), [b, h] each: the 2x1 state-to-state kernel [2h, 4h] acts on [h_above,
+    h_beside]; c follows the state beside. Returns (h, c)."""
     return lstm_cell(gates + tf.matmul(tf.concat([above, beside], axis=-1), kernel), beside_cell)
 
 
@@ -264,40 +283,37 @@ class DiagonalBiLSTM(RecurrentLayer):
         self.pixels_to_state = keras.layers.Dense(4 * units, use_bias=False)  # right-to-left only
 
     def direction_gates(self, inputs: tf.Tensor, pixels: tf.Tensor, labels: tf.Tensor | None) -> tuple:
-        """Input-to-state pre-activations of the left-to-right and right-to-left directions, [b, H, W, 4h] each."""
-        left, right = tf.split(self.gates(inputs, labels), 2, axis=-1)
-        return left, right + self.pixels_to_state(pixels)
+        """Input-to-state pre-activations of the left-to-right and right-to-left directions, position-major
+        [H, W, b, 4h] each (the 1x1 convolutions act on each position alone, whatever the layout)."""
+        gates = self.input_to_state(to_positions(inputs)) + to_positions(self.label_gates(labels))
+        left, right = tf.split(gates, 2, axis=-1)
+        return left, right + self.pixels_to_state(to_positions(pixels))
 
     def states(self, left: tf.Tensor, right: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Hidden states of both directions in image coordinates, [b, H, W, h] each (not shifted),
-        from their input-to-state gates [b, H, W, 4h]."""
-        height, width = left.shape[1], left.shape[2]
-        batch = tf.shape(left)[0]
-        both = tf.concat([left, tf.reverse(right, [2])], axis=0)  # [2b, H, W, 4h]; right-to-left on the mirror
-        skewed = tf.reshape(skew(both), [2, batch, height, width + height - 1, 4 * self.units])
-        columns = tf.transpose(skewed, [3, 0, 1, 2, 4])  # [T, 2, b, H, 4h], T = W + H - 1 diagonals
-        inside = tf.transpose(skew(tf.ones([1, height, width, 1]))[0, :, :, 0])  # [T, H]: 1 on the image
-        zeros = tf.zeros_like(columns[0, ..., :self.units])  # [2, b, H, h]
-        kernel = self.state_to_state[:, None]  # [2, 1, 2h, 4h]: one kernel per direction
+        """Hidden states of both directions, position-major [H, W, b, h] each, in image coordinates (not
+        shifted), from their input-to-state gates [H, W, b, 4h]."""
+        width, units = left.shape[1], self.units
+        both = tf.stack([left, tf.reverse(right, [1])], axis=2)  # [H, W, 2, b, 4h]; right-to-left on the mirror
+        # outside the image the input and forget gates are shut (pre-activations -1e9, sigmoid exactly 0), so
+        # the states there stay exactly 0: set once here instead of a mask at every step
+        columns = skew(both, np.repeat(np.array([0, -1e9, -1e9, 0], np.float32), units))  # [T, H, 2, b, 4h]
+        zeros = tf.zeros_like(columns[0, ..., :units])  # [H, 2, b, h]
 
-        def diagonal(state, column):
-            h, c = state  # the previous diagonal's, [2, b, H, h]
-            column_gates, column_inside = column
-            above = tf.pad(h, [[0, 0], [0, 0], [1, 0], [0, 0]])[:, :, :-1]  # row y takes row y-1
-            h, c = diagonal_cell(column_gates, above, h, c, kernel)
-            inside = column_inside[None, None, :, None]
-            return h * inside, c * inside
+        def diagonal(state, column_gates):
+            h, c = state  # the previous diagonal's, [H, 2, b, h]
+            above = tf.pad(h, [[1, 0], [0, 0], [0, 0], [0, 0]])[:-1]  # row y takes row y-1
+            # as diagonal_cell, with the kernel of each direction: [H, 2, b, 2h] @ [2, 2h, 4h]
+            return lstm_cell(column_gates + tf.matmul(tf.concat([above, h], axis=-1), self.state_to_state), c)
 
-        h, _ = tf.scan(diagonal, (columns, inside), initializer=(zeros, zeros))  # [T, 2, b, H, h]
-        h = tf.reshape(tf.transpose(h, [1, 2, 3, 0, 4]), [2 * batch, height, width + height - 1, self.units])
-        left, right = tf.split(unskew(h, width), 2, axis=0)
-        return left, tf.reverse(right, [2])
+        h, _ = tf.scan(diagonal, columns, initializer=(zeros, zeros))  # [T, H, 2, b, h]
+        h = unskew(h, width)  # [H, W, 2, b, h]
+        return h[:, :, 0], tf.reverse(h[:, :, 1], [1])
 
     def directions(self, inputs: tf.Tensor, pixels: tf.Tensor,
                    labels: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """The two directions' outputs [b, H, W, h]: left-to-right, and right-to-left shifted down a row."""
         left, right = self.states(*self.direction_gates(inputs, pixels, labels))
-        return left, shift_down(right)
+        return to_images(left), shift_down(to_images(right))
 
     def recurrent_output(self, inputs, pixels, labels):
         left, right = self.directions(inputs, pixels, labels)
@@ -309,10 +325,10 @@ class DiagonalBiLSTM(RecurrentLayer):
     # [W, b, h], which is also this row's shifted right-to-left output.
     def sampler_state(self, inputs: tf.Tensor, pixels: tf.Tensor, labels: tf.Tensor | None, row) -> tuple:
         """The state at the start of `row`, from this layer's inputs over a canvas whose rows before it are final."""
-        left, right = self.states(*self.direction_gates(inputs, pixels, labels))
+        left, right = self.states(*self.direction_gates(inputs, pixels, labels))  # [H, W, b, h]
         above = tf.cast(row > 0, tf.float32)  # row 0 has zeros above it
-        left_above = tf.transpose(tf.gather(left, tf.maximum(row - 1, 0), axis=1), [1, 0, 2]) * above
-        right_above = tf.transpose(tf.gather(right, tf.maximum(row - 1, 0), axis=1), [1, 0, 2]) * above
+        left_above = tf.gather(left, tf.maximum(row - 1, 0)) * above
+        right_above = tf.gather(right, tf.maximum(row - 1, 0)) * above
         left_row = tf.pad(tf.zeros_like(left_above), [[1, 0], [0, 0], [0, 0]])
         right_gates = tf.zeros([inputs.shape[2], tf.shape(inputs)[0], 4 * self.units])
         return right_gates, left_above, left_row, left_row, right_above

@@ -29,12 +29,15 @@ def labels_for(config, count):
 
 
 def test_skew_shifts_row_y_right_by_y_and_unskew_undoes_it():
-    maps = tf.constant([[1., 2.], [3., 4.], [5., 6.]])[None, :, :, None]  # [1, 3, 2, 1]
-    skewed = skew(maps)
-    np.testing.assert_array_equal(skewed[0, :, :, 0], [[1, 2, 0, 0],
-                                                       [0, 3, 4, 0],
-                                                       [0, 0, 5, 6]])
+    maps = tf.constant([[1., 2.],
+                        [3., 4.],
+                        [5., 6.]])  # [H, W] = [3, 2]
+    skewed = skew(maps)  # [W + H - 1, H]: diagonal t, row y
+    np.testing.assert_array_equal(tf.transpose(skewed), [[1, 2, 0, 0],
+                                                         [0, 3, 4, 0],
+                                                         [0, 0, 5, 6]])
     np.testing.assert_array_equal(unskew(skewed, 2), maps)
+    np.testing.assert_array_equal(tf.transpose(skew(maps, fill=-1.0))[0], [1, 2, -1, -1])
 
 
 def test_each_diagonal_direction_sees_its_quadrant_and_the_right_to_left_one_is_shifted_down():
