@@ -1,5 +1,5 @@
 """Helpers for the tests: run a module in a subprocess, train a preset in-process, check an
-autoregressive model's causality by gradients, write a model's serving signatures."""
+autoregressive model's causality by gradients, export a model and load it as the server does."""
 import dataclasses
 import itertools
 import os
@@ -59,12 +59,21 @@ def jacobian(function, height, width, channels) -> np.ndarray:
     return tape.gradient(own, images).numpy().reshape((height, width, channels) * 2)
 
 
-def export_signatures(model, directory: Path) -> None:
-    """Write `model.serving_signatures()` as a SavedModel in `directory` (through ExportArchive, as export does)."""
+def exported(model, directory: Path):
+    """Write `model.serving_signatures()` in `directory` through ExportArchive (as export does) and load it
+    with the session-based loader (as TensorFlow Serving does): (servable, run(signature, **inputs) -> outputs)."""
     import keras
+
+    from serving.servable import Servable
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     for signature, (function, specs) in model.serving_signatures().items():
         archive.add_endpoint(signature, function, input_signature=specs)
     archive.write_out(str(directory), verbose=False)
+    servable = Servable(directory.parent.name, 1, directory)
+
+    def run(signature: str, **inputs) -> dict:
+        definition = servable.signature(signature)
+        return servable.run(definition, inputs, sorted(definition.outputs))
+    return servable, run

@@ -36,8 +36,32 @@ from zoo import signatures as checks
 tfd = tfp.distributions
 
 
+class PixelOutputs:
+    """What a pixel model's config says about its outputs (its `image_shape`, `output` and `num_classes`)."""
+
+    image_shape: tuple[int, int, int]
+    output: Literal["bernoulli", "categorical"]
+    num_classes: int
+
+    def check_outputs(self) -> None:
+        """Bernoulli outputs only for one channel; no negative number of classes."""
+        if self.output == "bernoulli" and self.image_shape[2] != 1:
+            raise ValueError("Bernoulli outputs are for binarized one-channel images; use output=categorical")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be 0 or more, got {self.num_classes}")
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def levels(self) -> int:
+        """Values a channel can take: 2 (binarized) or 256."""
+        return 2 if self.output == "bernoulli" else 256
+
+
 @dataclasses.dataclass(frozen=True)
-class PixelCNNConfig:
+class PixelCNNConfig(PixelOutputs):
     """Architecture and output distribution of a (gated) PixelCNN."""
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
@@ -62,22 +86,12 @@ class PixelCNNConfig:
         if self.filters < 1 or self.filters % channels:
             raise ValueError(f"filters must be a positive multiple of the {channels} image channels, "
                              f"got {self.filters}")
-        if self.output == "bernoulli" and channels != 1:
-            raise ValueError("Bernoulli outputs are for binarized one-channel images; use output=categorical")
+        self.check_outputs()
         for name in ("first_kernel", "kernel"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
-        if self.layers < 0 or self.num_classes < 0:
-            raise ValueError("layers and num_classes must be 0 or more")
-
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes > 0
-
-    @property
-    def levels(self) -> int:
-        """Values a channel can take: 2 (binarized) or 256."""
-        return 2 if self.output == "bernoulli" else 256
+        if self.layers < 0:
+            raise ValueError(f"layers must be 0 or more, got {self.layers}")
 
 
 def channel_groups(count: int, channels: int, parts: int = 1) -> np.ndarray:

@@ -43,11 +43,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.pixelcnn import MaskedConv2D, PixelModel, at_point, at_position, output_head, put, shift_down
+from zoo.pixelcnn import (MaskedConv2D, PixelModel, PixelOutputs, at_point, at_position, output_head, put,
+                          shift_down)
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelRNNConfig:
+class PixelRNNConfig(PixelOutputs):
     """Architecture and output distribution of a PixelRNN."""
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
@@ -76,24 +77,14 @@ class PixelRNNConfig:
             if getattr(self, name) < 1 or getattr(self, name) % channels:
                 raise ValueError(f"{name} must be a positive multiple of the {channels} image channels, "
                                  f"got {getattr(self, name)}")
-        if self.output == "bernoulli" and channels != 1:
-            raise ValueError("Bernoulli outputs are for binarized one-channel images; use output=categorical")
+        self.check_outputs()
         for name in ("first_kernel", "row_kernel"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
         if self.layer not in ("row", "diagonal"):
             raise ValueError(f"layer must be 'row' or 'diagonal', got {self.layer!r}")
-        if self.recurrent_layers < 1 or self.num_classes < 0:
-            raise ValueError("recurrent_layers must be 1 or more and num_classes 0 or more")
-
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes > 0
-
-    @property
-    def levels(self) -> int:
-        """Values a channel can take: 2 (binarized) or 256."""
-        return 2 if self.output == "bernoulli" else 256
+        if self.recurrent_layers < 1:
+            raise ValueError(f"recurrent_layers must be 1 or more, got {self.recurrent_layers}")
 
 
 # ---------------------------------------------------------------- pieces of both layers
@@ -388,21 +379,27 @@ class PixelRNN(PixelModel):
                       labels: tf.Tensor | None = None, temperature: float | tf.Tensor = 1.0) -> tf.Tensor:
         """`complete`, carrying each layer's recurrent state instead of re-running the image per value.
 
-        A value at (y, x) runs the first convolution at (y, x) (a 7x7 window of the canvas) and
-        each layer at (y, x) alone, from states kept for the positions it depends on:
+        One full pass over the starting canvas gives every layer's states up to the first row to
+        draw. Then a value at (y, x) runs the first convolution at (y, x) (a kernel-sized window
+        of the canvas) and each layer at (y, x) alone; every channel of a pixel re-runs it.
 
-        - Row LSTM: keeps the previous row's h and c (from when that row was drawn) and the
-          row so far's inputs; recomputes, per value, one LSTM update per layer (the k//2 + 1
-          inputs to the left and the 3 states above).
-        - Diagonal BiLSTM: keeps the left-to-right states of the previous row and of the row so
-          far, and the right-to-left states of the previous row; recomputes, per value, one
-          left-to-right update per layer. The right-to-left direction depends on the whole
-          previous row (from its right end), so it is run once per finished row, right to
-          left along it (W updates per layer, from the kept states of the row above it):
-          that row's states are all the next row needs from it (shifted down).
+        - Row LSTM. Kept per layer: h and c of the row above (computed when that row was
+          drawn) and the layer's inputs along the current row so far. Recomputed per value:
+          one LSTM update per layer, at (y, x), from the k//2 + 1 inputs ending there and the 3
+          hidden states above it. Nothing is run per row.
+        - Diagonal BiLSTM. Kept per layer: the left-to-right h of the row above and h and c of
+          the current row so far; the right-to-left h of the row above (this row's shifted
+          right-to-left output) and its gates along the current row so far. Recomputed per
+          value: one left-to-right update per layer, at (y, x), from the states above and to
+          the left. Per finished row: the right-to-left direction, which depends on the whole
+          row from its right end, runs once along it (W updates per layer, from the row's
+          gates and pixels and the kept states of the row above); those states are all the
+          next row needs from it.
 
-        Per value that is O(layers) work instead of the naive sampler's O(layers x H x W);
-        the noise and the arithmetic are the naive sampler's, so the samples are the same.
+        That is O(layers) work per value (and O(layers x W) per row for the Diagonal BiLSTM)
+        instead of the naive sampler's O(layers x H x W). The noise is the naive sampler's and
+        the arithmetic the same, summed in another order, so the samples are the same (the
+        tests check them bit for bit).
         """
         height, width, channels = self.config.image_shape
         canvas = tf.cast(images, tf.float32)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import export_signatures, jacobian, raster_dependence
+from tests.helpers import exported, jacobian, raster_dependence
 from zoo.pixelcnn import MaskedConv2D, PixelCNN, PixelCNNConfig, causal_mask
 
 
@@ -122,22 +122,13 @@ def test_fast_sampler_gives_the_naive_samples(name):
 
 @pytest.mark.parametrize("name", ["gated-3", "pixelcnn-1"])
 def test_signatures_load_and_answer_through_the_servers_session_path(name, tmp_path):
-    from serving.servable import Servable
-
     config = CONFIGS[name]
     model = PixelCNN(config)
     model.build_all()
-    export_signatures(model, tmp_path / "1")
-
-    servable = Servable("pixelcnn", 1, tmp_path / "1")  # the session-based loader, as TF Serving loads it
+    _, run = exported(model, tmp_path / "1")  # loaded by the session-based loader, as TF Serving loads it
     seeds = np.array([5, 6], np.int64)
     labels = {"label": np.array([2, 0], np.int64)} if config.conditional else {}
     tf_labels = tf.constant(labels["label"]) if labels else None
-
-    def run(signature, **inputs):
-        definition = servable.signature(signature)
-        return servable.run(definition, inputs, sorted(definition.outputs))
-
     np.testing.assert_array_equal(run("sample", seed=seeds, **labels)["images"],
                                   model.sample(tf.constant(seeds), tf_labels).numpy())
     images = np.random.default_rng(0).integers(0, config.levels, (2, *config.image_shape)) / (config.levels - 1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import export_signatures, jacobian, raster_dependence
+from tests.helpers import exported, jacobian, raster_dependence
 from zoo.pixelrnn import DiagonalBiLSTM, PixelRNN, PixelRNNConfig, skew, unskew
 
 CONFIGS = {
@@ -194,21 +194,13 @@ def test_a_few_steps_of_training_raise_the_likelihood(layer):
 
 
 def test_signatures_load_and_answer_through_the_servers_session_path(tmp_path):
-    from serving.servable import Servable
-
     config = dataclasses.replace(CONFIGS["diagonal-3"], recurrent_layers=1)  # conditional, RGB; small to trace
     model = PixelRNN(config)
-    export_signatures(model, tmp_path / "1")
-    servable = Servable("pixelrnn", 1, tmp_path / "1")  # the session-based loader, as TF Serving loads it
-    seeds = np.array([5, 6], np.int64)
-    labels = {"label": np.array([2, 0], np.int64)} if config.conditional else {}
-    tf_labels = tf.constant(labels["label"]) if labels else None
-
-    def run(signature, **inputs):
-        definition = servable.signature(signature)
-        return servable.run(definition, inputs, sorted(definition.outputs))
-
+    servable, run = exported(model, tmp_path / "1")  # loaded by the session-based loader, as TF Serving loads it
     assert model.signature_expectations().keys() == servable.signatures.keys() - {"__saved_model_init_op"}
+    seeds = np.array([5, 6], np.int64)
+    labels = {"label": np.array([2, 0], np.int64)}
+    tf_labels = tf.constant(labels["label"])
     np.testing.assert_array_equal(run("serving_default", seed=seeds, **labels)["images"],
                                   model.sample(tf.constant(seeds), tf_labels).numpy())
     images = np.random.default_rng(0).integers(0, config.levels, (2, *config.image_shape)) / (config.levels - 1)
