@@ -1,13 +1,11 @@
 """PixelCNN: masks that can fail, causality by gradients, no blind spot for the gated model,
 likelihoods, and samplers that depend on the seed alone."""
-import itertools
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo.helpers import export_and_load
+from tests.helpers import exported, jacobian, raster_dependence
 from zoo.pixelcnn import MaskedConv2D, PixelCNN, PixelCNNConfig, causal_mask
 
 
@@ -20,28 +18,6 @@ def test_mask_of_a_3x3_kernel_over_rgb():
     # at the centre, output colour j sees input colours i < j (A) or i <= j (B)
     np.testing.assert_array_equal(a[1, 1], [[0, 1, 1], [0, 0, 1], [0, 0, 0]])
     np.testing.assert_array_equal(b[1, 1], [[1, 1, 1], [0, 1, 1], [0, 0, 1]])
-
-
-def raster_dependence(height, width, channels, strict_channels: bool) -> np.ndarray:
-    """allowed[y, x, c, y', x', c']: may output (y, x, c) depend on input (y', x', c')?"""
-    allowed = np.zeros((height, width, channels) * 2, dtype=bool)
-    for y, x, c, y2, x2, c2 in itertools.product(range(height), range(width), range(channels), repeat=2):
-        before = (y2, x2) < (y, x)
-        same = (y2, x2) == (y, x) and (c2 < c if strict_channels else c2 <= c)
-        allowed[y, x, c, y2, x2, c2] = before or same
-    return allowed
-
-
-def jacobian(function, height, width, channels, out_channels=None) -> np.ndarray:
-    """d out[y, x, c] / d in[y', x', c'] at a random input, logits projected to one number per value."""
-    images = tf.random.uniform((1, height, width, channels), seed=1)
-    with tf.GradientTape() as tape:
-        tape.watch(images)
-        out = function(images)
-        if out.shape.rank == 5:  # [b, H, W, C, 256] -> a random projection per channel value
-            out = tf.reduce_sum(out * tf.random.normal(out.shape[-1:], seed=2), axis=-1)
-    grads = tape.jacobian(out, images)
-    return grads.numpy()[0, :, :, :, 0]
 
 
 @pytest.mark.parametrize("mask_type", ["A", "B"])
@@ -148,11 +124,11 @@ def test_fast_sampler_gives_the_naive_samples(name):
 def test_signatures_load_and_answer_through_the_servers_session_path(name, tmp_path):
     config = CONFIGS[name]
     model = PixelCNN(config)
-    run = export_and_load(model, tmp_path / "1")  # the session-based loader, as TF Serving loads it
+    model.build_all()
+    _, run = exported(model, tmp_path / "1")  # loaded by the session-based loader, as TF Serving loads it
     seeds = np.array([5, 6], np.int64)
     labels = {"label": np.array([2, 0], np.int64)} if config.conditional else {}
     tf_labels = tf.constant(labels["label"]) if labels else None
-
     np.testing.assert_array_equal(run("sample", seed=seeds, **labels)["images"],
                                   model.sample(tf.constant(seeds), tf_labels).numpy())
     images = np.random.default_rng(0).integers(0, config.levels, (2, *config.image_shape)) / (config.levels - 1)
