@@ -7,6 +7,7 @@ from quiet import quiet_tensorflow
 FAMILIES = {  # family -> module with main(argv); one module may serve several algorithms
     "vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn", "bandits": "training.bandits",
     "reinforce": "training.pg", "reinforce_baseline": "training.pg", "a2c": "training.pg",
+    "ppo": "training.ppo",
     "pg_compare": "training.pg_compare", "nas": "training.nas",
 }
 
