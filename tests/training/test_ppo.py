@@ -34,7 +34,8 @@ def test_smoke_run_learns_cartpole(ppo_run):
     assert metrics["steps"] == 8192 and not metrics["stopped_early"]
     # the annealed clip range reaches about 0 by the last update: 0.2 * (1 - 7936 / 8192) = 0.00625
     assert history[-1]["clip_ratio"] == pytest.approx(0.00625)
-    assert json.loads((run_dir / "model.json").read_text())["algorithm"] == "ppo"
+    assert metrics["algorithm"] == "ppo"
+    assert json.loads((run_dir / "model.json").read_text())["kind"] == "policy"
     assert (run_dir / "learning_curves.png").exists() and list((run_dir / "tensorboard").iterdir())
 
 
