@@ -3,13 +3,12 @@ Playwright, against servers these tests start: one browser and one server for th
 
 The page's JavaScript environments are checked against gymnasium first (no server needed),
 then every panel against what the gRPC client or `python -m serving query` gets for the
-same seeds. PLAYGROUND_SCREENSHOTS=DIR leaves a picture of each panel in DIR (docs/ keeps them).
+same seeds. The pictures in docs/ come from playground_screenshots.py, tested here too.
 """
 import base64
 import functools
 import http.server
 import json
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -17,15 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from serving.client import Client
 from tests.helpers import ROOT
+from tests.serving import playground_screenshots
 from tests.serving.conftest import Server, write_config
 
 PAGE = ROOT / "serving" / "playground"
-CHROMIUM = Path("/usr/bin/chromium")
-# This machine has no internet: keep Chromium from calling home (it retries closed connections otherwise).
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = os.environ.get("PLAYGROUND_SCREENSHOTS")
 MODELS = ("vae", "pixelcnn", "cartpole_pg", "cartpole_q")
 
 
@@ -50,12 +46,6 @@ def grey(pixels: np.ndarray) -> np.ndarray:
     return pixels[..., :1]
 
 
-def screenshot(page, name: str) -> None:
-    if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SCREENSHOTS) / f"playground-{name}.png"), full_page=True)
-
-
 def show(page, panel: str) -> None:
     page.click(f"#tabs button[data-panel={panel}-panel]")
 
@@ -68,15 +58,11 @@ def assert_no_error(page) -> None:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """Chromium with a fresh profile; `make test` installs it (apt-get install chromium) when missing."""
+    """Debian's Chromium with a fresh profile; `make test` installs it (apt-get install chromium) when missing."""
     from playwright.sync_api import sync_playwright
 
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (as root: apt-get install chromium)")
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS,
-            headless=True, viewport={"width": 1100, "height": 800})
+        context = playground_screenshots.launch(playwright, tmp_path_factory.mktemp("chromium-profile"))
         yield context
         context.close()
 
@@ -88,6 +74,27 @@ def envs_page(browser):
     page.add_script_tag(path=str(PAGE / "envs.js"))
     yield page
     page.close()
+
+
+@pytest.fixture(scope="module")
+def spare_server(policy_models, tmp_path_factory):
+    """A server the tests stop: the small CartPole policy, CORS, no --playground (it boots while others run)."""
+    config = write_config(tmp_path_factory.mktemp("spare") / "models.config", {"cartpole": policy_models / "cartpole"})
+    server = Server(f"--model_config_file={config}", "--rest_api_enable_cors_support")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(smoke_export, pixelcnn_export, pg_export, policy_models, spare_server, tmp_path_factory):
+    """Our server with --playground (and CORS, for the page served from elsewhere) and the smoke exports.
+    The spare server starts first so that the two start-ups overlap."""
+    config = write_config(tmp_path_factory.mktemp("playground") / "models.config", {
+        "vae": smoke_export.parent, "pixelcnn": pixelcnn_export.parent, "cartpole_pg": pg_export[1].parent,
+        "cartpole_q": policy_models / "cartpole"})
+    server = Server(f"--model_config_file={config}", "--playground", "--rest_api_enable_cors_support", wait_for=MODELS)
+    yield server
+    server.stop()
 
 
 # ---------------------------------------------------------------- the environments, against gymnasium
@@ -170,6 +177,23 @@ def test_acrobot_steps_as_gymnasium(envs_page):
     np.testing.assert_allclose(one_step, expected, rtol=1e-14, atol=1e-14)
     np.testing.assert_allclose(page_states(envs_page, "Acrobot", start, actions[:150]), expected[:150],
                                rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the server's part
+
+def test_the_page_is_served_at_playground_only_when_asked(server, capsys):
+    from serving.server import parse_flags
+
+    status, text, headers = server.rest("/playground")  # redirected to /playground/
+    assert status == 200 and "<title>Playground" in text and headers["Content-Type"].startswith("text/html")
+    status, text, headers = server.rest("/playground/envs.js")
+    assert status == 200 and text == (PAGE / "envs.js").read_text()
+    assert server.rest("/playground/../server.py")[0] in (403, 404)
+    assert server.rest("/v1/models/vae")[0] == 200  # the REST API is still there
+    with pytest.raises(SystemExit) as exit_:
+        parse_flags(["--model_base_path=/a", "--playground"])
+    assert exit_.value.code == 2
+    assert "--playground serves the page on the REST port: set --rest_api_port" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the shipped digits
