@@ -166,8 +166,8 @@ async def _run(args: argparse.Namespace, core) -> None:
         if args.rest_api_port:
             prometheus = args.monitoring.prometheus_config
             rest = RestApi(core, timeout_ms=args.rest_api_timeout_in_ms, cors=args.rest_api_enable_cors_support,
-                           prometheus_path=(prometheus.path or DEFAULT_PROMETHEUS_PATH) if prometheus.enable else None,
-                           playground=args.playground)
+                           playground=args.playground,
+                           prometheus_path=(prometheus.path or DEFAULT_PROMETHEUS_PATH) if prometheus.enable else None)
             runner = web.AppRunner(rest.app(), access_log=None)
             await runner.setup()
             await web.TCPSite(runner, args.host, args.rest_api_port).start()
