@@ -42,10 +42,11 @@ const api = {
       // TensorFlow Serving writes non-finite floats as bare NaN / Infinity, which JSON.parse refuses
       json = JSON.parse(text.replace(/(?<=[\[,:\s])(-?Infinity|NaN)(?=[\],}\s])/g, "null"));
     } catch (error) {
-      if (reply.ok) throw new ServerError(`${method} ${url} answered with something that is not JSON: ${text.slice(0, 200)}`);
+      if (reply.ok) throw new ServerError(`${method} ${url} answered with something not JSON: ${text.slice(0, 200)}`);
     }
     if (!reply.ok) {
-      throw new ServerError(json && typeof json.error === "string" ? json.error : `HTTP ${reply.status} from ${method} ${url}: ${text.slice(0, 300)}`);
+      throw new ServerError(json && typeof json.error === "string" ? json.error :
+        `HTTP ${reply.status} from ${method} ${url}: ${text.slice(0, 300)}`);
     }
     return json;
   },
@@ -75,9 +76,11 @@ const api = {
 /** name -> {name, versions: [{version, state, error}], signatures: {name: {inputs, outputs}}, error} */
 const models = {};
 
+/** {dtype: "float", shape: [-1, 28, 28, 1] or null} from a TensorInfo's JSON (DT_FLOAT -> float, as TF names it). */
 function tensorInfo(info) {
-  const dims = info.tensor_shape && !info.tensor_shape.unknown_rank ? (info.tensor_shape.dim || []).map((d) => Number(d.size)) : null;
-  return {dtype: String(info.dtype).replace(/^DT_/, "").toLowerCase(), shape: dims};  // DT_FLOAT -> float, as TF names it
+  const shape = info.tensor_shape;
+  const dims = shape && !shape.unknown_rank ? (shape.dim || []).map((d) => Number(d.size || 0)) : null;
+  return {dtype: String(info.dtype).replace(/^DT_/, "").toLowerCase(), shape: dims};
 }
 
 function parseSignatures(metadata) {
@@ -85,7 +88,7 @@ function parseSignatures(metadata) {
   const signatures = {};
   for (const [name, def] of Object.entries(defs)) {
     if (name.startsWith("__")) continue;
-    const map = (infos) => Object.fromEntries(Object.entries(infos || {}).map(([alias, info]) => [alias, tensorInfo(info)]));
+    const map = (infos) => Object.fromEntries(Object.entries(infos || {}).map(([a, info]) => [a, tensorInfo(info)]));
     signatures[name] = {inputs: map(def.inputs), outputs: map(def.outputs)};
   }
   return signatures;
@@ -102,17 +105,16 @@ function describe(name, signature) {
 
 /** Names of the models (in order) with a signature for which `test(signature, name)` holds. */
 function modelsWith(test) {
-  return Object.values(models).filter((m) => m.signatures && Object.entries(m.signatures).some(([n, s]) => test(s, n)))
-    .map((m) => m.name);
+  const fits = (model) => model.signatures && Object.entries(model.signatures).some(([n, s]) => test(s, n));
+  return Object.values(models).filter(fits).map((model) => model.name);
 }
 
 const isSampler = (s, n) => n === "sample" && "seed" in s.inputs && "images" in s.outputs;
 const isDecoder2d = (s, n) => n === "decode" && s.inputs.z && s.inputs.z.shape && s.inputs.z.shape[1] === 2;
 const isCompleter = (s, n) => n === "complete" && ["images", "known_rows", "seed"].every((a) => a in s.inputs);
 function isPolicy(s) {
-  const observation = s.inputs.observation;
-  return observation && observation.shape && observation.shape.length === 2 && observation.shape[1] in Envs.BY_OBSERVATION_SIZE &&
-    "action" in s.outputs;
+  const shape = s.inputs.observation && s.inputs.observation.shape;
+  return Boolean(shape && shape.length === 2 && shape[1] in Envs.BY_OBSERVATION_SIZE && "action" in s.outputs);
 }
 function imageShape(model, signature) {  // [H, W, C] of the signature's `images` input
   return models[model].signatures[signature].inputs.images.shape.slice(1);
@@ -159,7 +161,8 @@ function intInput(selector, low, high) {
   const element = $(selector), value = Number(element.value);
   const name = element.closest("label").textContent.trim();
   if (!Number.isInteger(value) || value < low || (high !== undefined && value > high)) {
-    throw new ServerError(`${name} must be a whole number in [${low}, ${high === undefined ? "∞" : high}], got ${element.value}`);
+    const bounds = `[${low}, ${high === undefined ? "∞" : high}]`;
+    throw new ServerError(`${name} must be a whole number in ${bounds}, got ${element.value}`);
   }
   return value;
 }
@@ -244,6 +247,8 @@ async function connect() {
   fillSelect($("#policy-model"), modelsWith(isPolicy), "(no policy for CartPole or Acrobot)");
   $("#latent-none").hidden = modelsWith(isDecoder2d).length > 0;
   $("#policy-none").hidden = modelsWith(isPolicy).length > 0;
+  await Promise.all([  // something to look at straight away
+    $("#sample-model").value ? sampleGrid() : null, $("#latent-model").value ? drawLatentMap() : null]);
   if (failures.length) throw failures[0];
 }
 
@@ -255,7 +260,8 @@ function drawModelTable(names) {
     row.dataset.model = name;
     row.insertCell().textContent = name;
     const versions = row.insertCell();
-    versions.textContent = model.versions.map((v) => `${v.version}: ${v.state}${v.error ? ` (${v.error})` : ""}`).join("\n");
+    versions.textContent = model.versions.map((v) => `${v.version}: ${v.state}${v.error ? ` (${v.error})` : ""}`)
+      .join("\n");
     const signatures = row.insertCell();
     if (model.error) {
       signatures.textContent = model.error;
@@ -320,9 +326,12 @@ function latentAt(x, y) {
 async function decodeAt(event) {
   const map = $("#latent-map");
   if (!latent.model) return;
-  const x = event.offsetX * map.width / map.clientWidth, y = event.offsetY * map.height / map.clientHeight;
+  // whole canvas pixels: one z per pixel of the map, the same wherever the page sits on the screen
+  const x = Math.round(event.offsetX * map.width / map.clientWidth);
+  const y = Math.round(event.offsetY * map.height / map.clientHeight);
   const marker = $("#latent-marker");
-  Object.assign(marker.style, {left: `${event.offsetX}px`, top: `${event.offsetY}px`});
+  Object.assign(marker.style, {left: `${x * map.clientWidth / map.width}px`,
+                               top: `${y * map.clientHeight / map.height}px`});
   marker.hidden = false;
   latent.pending = latentAt(x, y);
   if (latent.busy) return;  // one request at a time; the newest position goes next
@@ -363,7 +372,8 @@ async function interpolate() {
   });
   const {images} = await api.predict(model, "decode", label("decode", {z}, steps));
   $("#interpolation").replaceChildren(imageCanvas(ends[0], {seed: seeds[0]}),
-    ...images.map((image, i) => imageCanvas(image, {z: JSON.stringify(z[i])})), imageCanvas(ends[1], {seed: seeds[1]}));
+    ...images.map((image, i) => imageCanvas(image, {z: JSON.stringify(z[i])})),
+    imageCanvas(ends[1], {seed: seeds[1]}));
   playground.interpolation = {model, seeds, mean, z};
 }
 
@@ -412,13 +422,24 @@ function loadDigit(base64) {
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       let sum = 0, count = 0;
-      const [y0, y1] = [Math.floor(y * size / height), Math.max(Math.floor((y + 1) * size / height), Math.floor(y * size / height) + 1)];
-      const [x0, x1] = [Math.floor(x * size / width), Math.max(Math.floor((x + 1) * size / width), Math.floor(x * size / width) + 1)];
-      for (let v = y0; v < y1; v++) for (let u = x0; u < x1; u++) { sum += bytes[v * size + u]; count++; }
+      const [y0, x0] = [Math.floor(y * size / height), Math.floor(x * size / width)];  // the source pixels
+      const y1 = Math.max(Math.floor((y + 1) * size / height), y0 + 1);
+      const x1 = Math.max(Math.floor((x + 1) * size / width), x0 + 1);
+      for (let v = y0; v < y1; v++) {
+        for (let u = x0; u < x1; u++) {
+          sum += bytes[v * size + u];
+          count++;
+        }
+      }
       const value = sum / count / 255;
-      drawing.values.fill(binarize ? (value >= 0.5 ? 1 : 0) : value, (y * width + x) * channels, (y * width + x + 1) * channels);
+      setPixel(y, x, binarize ? (value >= 0.5 ? 1 : 0) : value);
     }
   }
+}
+
+function setPixel(y, x, value) {
+  const at = (y * drawing.width + x) * drawing.channels;
+  drawing.values.fill(value, at, at + drawing.channels);
 }
 
 function paint(event) {
@@ -429,9 +450,7 @@ function paint(event) {
   const value = event.shiftKey || (event.buttons & 2) ? 0 : 1;
   for (const [dy, dx] of [[0, 0], [0, 1], [1, 0], [1, 1]]) {  // a 2x2 pen: strokes about as wide as a digit's
     const [py, px] = [y + dy, x + dx];
-    if (py < drawing.height && px < drawing.width && py >= 0 && px >= 0) {
-      drawing.values.fill(value, (py * drawing.width + px) * drawing.channels, (py * drawing.width + px + 1) * drawing.channels);
-    }
+    if (py < drawing.height && px < drawing.width && py >= 0 && px >= 0) setPixel(py, px, value);
   }
   redrawDrawing();
 }
@@ -441,13 +460,14 @@ async function complete() {
   if (!model) throw new ServerError("No model with a complete(images, known_rows, seed) signature.");
   const rows = knownRows(), count = intInput("#complete-count", 1, 16);
   const seeds = range(intInput("#complete-seed", 0), count), image = drawingImage();
-  const inputs = withLabel(model, "complete", {images: Array(count).fill(image), known_rows: Array(count).fill(rows), seed: seeds},
-    "#complete-label", count);
+  const inputs = withLabel(model, "complete",
+    {images: Array(count).fill(image), known_rows: Array(count).fill(rows), seed: seeds}, "#complete-label", count);
   const {images} = await api.predict(model, "complete", inputs);
   $("#completions").replaceChildren(...images.map((completion, i) => {
     const frame = document.createElement("div");
     frame.className = "known-frame";
-    frame.append(imageCanvas(completion, {seed: seeds[i]}), Object.assign(document.createElement("div"), {className: "known-line"}));
+    const line = Object.assign(document.createElement("div"), {className: "known-line"});
+    frame.append(imageCanvas(completion, {seed: seeds[i]}), line);
     showKnownLine(frame, rows);
     return frame;
   }));
@@ -497,13 +517,13 @@ function fillSelectQuiet(select, names) {
 async function queryPolicy(model, signature, observation, seed) {
   const inputs = {observation: [observation]};
   if ("seed" in models[model].signatures[signature].inputs) inputs.seed = [seed];
-  const sigs = models[model].signatures, extra = [];
-  if (sigs.probabilities && !("q_values" in sigs[signature].outputs)) {
-    extra.push(api.predict(model, "probabilities", {observation: [observation]}).then((o) => ({probabilities: o.probabilities[0]})));
-  } else if (!("q_values" in sigs[signature].outputs) && sigs.q_values) {
-    extra.push(api.predict(model, "q_values", {observation: [observation]}).then((o) => ({q_values: o.q_values[0]})));
+  const signatures = models[model].signatures, extra = [];
+  const ask = (name) => api.predict(model, name, {observation: [observation]}).then((o) => ({[name]: o[name][0]}));
+  if (!("q_values" in signatures[signature].outputs)) {  // else the acting signature gives them
+    if (signatures.probabilities) extra.push(ask("probabilities"));
+    else if (signatures.q_values) extra.push(ask("q_values"));
   }
-  if (sigs.value) extra.push(api.predict(model, "value", {observation: [observation]}).then((o) => ({value: o.value[0]})));
+  if (signatures.value) extra.push(ask("value"));
   const [outputs, ...more] = await Promise.all([api.predict(model, signature, inputs), ...extra]);
   const about = Object.assign({}, ...more);
   if (outputs.q_values) about.q_values = outputs.q_values[0];
@@ -518,8 +538,8 @@ async function play() {
   const size = models[model].signatures[signature].inputs.observation.shape[1];
   const env = new Envs.BY_OBSERVATION_SIZE[size]();
   let observation = env.reset(seed);
-  const record = {model, signature, seed, env: env.id, observations: [observation], actions: [], return: 0, steps: 0,
-                  terminated: false, truncated: false, done: false};
+  const record = {model, signature, seed, env: env.id, observations: [observation], actions: [], return: 0,
+                  steps: 0, terminated: false, truncated: false, done: false};
   playground.episode = record;
   Object.assign(episode, {running: true, stop: false});
   $("#policy-play").disabled = true;
@@ -529,7 +549,10 @@ async function play() {
       // the action seeds of `python -m serving query play`: seed * 100003 + step
       const choice = await queryPolicy(model, signature, observation, seed * 100003 + record.steps);
       const action = Number(choice.action);
-      if (!(action in env.actions)) throw new ServerError(`${model} ${signature} answered action ${choice.action}; ${env.id} takes 0 to ${env.actions.length - 1}`);
+      if (!(action in env.actions)) {
+        throw new ServerError(`${model} ${signature} answered action ${choice.action}; ` +
+          `${env.id} takes 0 to ${env.actions.length - 1}`);
+      }
       const step = env.step(action);
       observation = step.observation;
       record.actions.push(action);
@@ -552,41 +575,35 @@ async function play() {
 }
 
 function showEpisode(record) {
-  const end = record.terminated ? "terminated" : record.truncated ? "truncated at the time limit" : episode.stop ? "stopped" : "playing";
+  const end = record.terminated ? "terminated" : record.truncated ? "truncated at the time limit" :
+    episode.stop ? "stopped" : "playing";
   const shown = $("#episode");
   shown.textContent = `return ${record.return} after ${record.steps} steps (${end})`;
   shown.dataset.return = String(record.return);
   shown.dataset.steps = String(record.steps);
 }
 
+/** Bars of what the model says about each action (probabilities or Q-values), the chosen one coloured. */
 function drawBars(env, choice) {
-  const rows = [];
-  const values = choice.probabilities || choice.q_values;
-  if (values) {
-    const kind = choice.probabilities ? "probability" : "Q-value";
-    const low = choice.probabilities ? 0 : Math.min(0, ...values), high = choice.probabilities ? 1 : Math.max(0, ...values);
-    const span = high - low || 1;
-    values.forEach((value, i) => rows.push({label: env.actions[i], value, kind, left: (Math.min(value, 0) - low) / span,
-                                            width: Math.abs(value) / span, chosen: i === Number(choice.action)}));
-  } else {
-    env.actions.forEach((name, i) => rows.push({label: name, value: i === Number(choice.action) ? 1 : 0, kind: "action",
-                                                left: 0, width: i === Number(choice.action) ? 1 : 0, chosen: i === Number(choice.action)}));
-  }
-  const bars = rows.map((row) => {
+  const chosen = Number(choice.action), values = choice.probabilities || choice.q_values;
+  const kind = choice.probabilities ? "action probabilities" : choice.q_values ? "Q-values" : "the action";
+  // bars span [low, high]: [0, 1] for probabilities, the values and 0 for Q-values
+  const low = values && !choice.probabilities ? Math.min(0, ...values) : 0;
+  const high = values && !choice.probabilities ? Math.max(0, ...values) : 1, span = high - low || 1;
+  const bars = env.actions.map((name, i) => {
+    const value = values ? values[i] : Number(i === chosen);
     const bar = document.createElement("div");
-    bar.className = `bar${row.chosen ? " chosen" : ""}`;
-    bar.title = row.kind;
+    bar.className = `bar${i === chosen ? " chosen" : ""}`;
     bar.innerHTML = `<span></span><div class="track"><div class="fill"></div></div><span class="value"></span>`;
-    bar.children[0].textContent = row.label;
-    Object.assign(bar.querySelector(".fill").style, {left: `${100 * row.left}%`, width: `${100 * row.width}%`});
-    bar.children[2].textContent = row.kind === "action" ? "" : Number(row.value).toFixed(3);
+    bar.children[0].textContent = name;
+    Object.assign(bar.querySelector(".fill").style, {left: `${100 * (Math.min(value, 0) - low) / span}%`,
+                                                     width: `${100 * Math.abs(value) / span}%`});
+    bar.children[2].textContent = values ? Number(value).toFixed(3) : "";
     return bar;
   });
-  const heading = Object.assign(document.createElement("p"), {className: "note",
-    textContent: choice.probabilities ? "action probabilities" : choice.q_values ? "Q-values" : "action (the model gives no scores)"});
-  const value = choice.value === undefined ? [] :
-    [Object.assign(document.createElement("p"), {className: "note", textContent: `value of the state: ${Number(choice.value).toFixed(3)}`})];
-  $("#bars").replaceChildren(heading, ...bars, ...value);
+  const note = (text) => Object.assign(document.createElement("p"), {className: "note", textContent: text});
+  const value = choice.value === undefined ? [] : [note(`value of the state: ${Number(choice.value).toFixed(3)}`)];
+  $("#bars").replaceChildren(note(kind), ...bars, ...value);
 }
 
 function drawEnvironment(env) {
@@ -622,8 +639,8 @@ function drawCartPole(context, canvas, [x, , theta]) {
 
 /** gymnasium's picture of Acrobot: two 1 m links hanging from the centre, the goal line 1 m above it. */
 function drawAcrobot(context, canvas, [theta1, theta2]) {
-  const scale = Math.min(canvas.width, canvas.height) / 4.4, cx = canvas.width / 2, cy = canvas.height / 2;
-  const point = (x, y) => [cx + x * scale, cy - y * scale];
+  const scale = Math.min(canvas.width, canvas.height) / 4.4;
+  const point = (x, y) => [canvas.width / 2 + x * scale, canvas.height / 2 - y * scale];
   const p1 = [Math.sin(theta1), -Math.cos(theta1)];
   const p2 = [p1[0] + Math.sin(theta1 + theta2), p1[1] - Math.cos(theta1 + theta2)];
   context.strokeStyle = "#000";
@@ -652,11 +669,13 @@ function drawAcrobot(context, canvas, [theta1, theta2]) {
 
 // ---------------------------------------------------------------- start-up
 
-const playground = {api, models, connect, Envs: window.Envs};
+const playground = {api, models, connect, latent, Envs: window.Envs};
 window.playground = playground;
 
 function showPanel(id) {
-  for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.panel === id);
+  for (const button of document.querySelectorAll("#tabs button")) {
+    button.classList.toggle("active", button.dataset.panel === id);
+  }
   for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== id;
 }
 
@@ -664,13 +683,15 @@ function showPanel(id) {
 function toggleLabelInput(select, signature) {
   const model = select.value;
   select.closest(".controls").querySelectorAll(".label-input").forEach((label) => {
-    label.hidden = !(model && models[model] && models[model].signatures[signature] && wantsLabel(model, signature));
+    label.hidden = !(model && models[model].signatures[signature] && wantsLabel(model, signature));
   });
 }
 
 function start() {
   const params = new URLSearchParams(location.search);
-  $("#base").value = params.get("base") ?? (location.protocol.startsWith("http") ? location.origin : "http://127.0.0.1:8501");
+  // served over http(s): the page's own server; opened as a file: TF Serving's default REST port
+  const here = location.protocol.startsWith("http") ? location.origin : "http://127.0.0.1:8501";
+  $("#base").value = params.get("base") ?? here;
   $("#models").value = params.get("models") || "";
   $("#connect").addEventListener("submit", (event) => {
     event.preventDefault();

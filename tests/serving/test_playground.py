@@ -97,6 +97,31 @@ def server(smoke_export, pixelcnn_export, pg_export, policy_models, spare_server
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def page(browser, server):
+    """The page as our server serves it, connected to every model."""
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.rest_port}/playground/?models={','.join(MODELS)}")
+    page.evaluate("() => Promise.all([playground.ready, playground.digitsReady])")
+    assert_no_error(page)
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def static_server():
+    """serving/playground/ served by Python's plain static file server, on another port (another origin)."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(PAGE)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
 # ---------------------------------------------------------------- the environments, against gymnasium
 
 def test_cartpole_starts_where_gymnasium_starts(envs_page):
@@ -194,6 +219,235 @@ def test_the_page_is_served_at_playground_only_when_asked(server, capsys):
         parse_flags(["--model_base_path=/a", "--playground"])
     assert exit_.value.code == 2
     assert "--playground serves the page on the REST port: set --rest_api_port" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the panels
+
+def test_the_page_lists_each_model_as_query_metadata_does(page, server, capsys):
+    from serving.query import query
+
+    for model in MODELS:
+        row = page.locator(f"#model-table tr[data-model={model}]")
+        assert row.locator("td").nth(1).text_content() == "1: AVAILABLE"
+        assert query([f"--server={server.target}", "metadata", f"--model={model}"]) == 0
+        signatures = row.locator("td.signatures div").all_text_contents()
+        assert signatures == capsys.readouterr().out.strip().splitlines()
+
+
+def test_the_sample_grid_is_the_grpc_clients_samples(page, server):
+    show(page, "images")
+    page.fill("#sample-seed", "5")
+    page.fill("#sample-count", "8")
+    page.click("#sample-button")
+    page.wait_for_function("() => playground.samples && playground.samples.seeds[0] === 5")
+    assert_no_error(page)
+    with Client(server.target) as client:
+        expected = bytes_of(client.sample_images("vae", range(5, 13)))  # [8, 28, 28, 1]
+    pixels = grey(canvas_pixels(page, "#sample-grid canvas"))
+    assert pixels.shape == (8, 28, 28, 1) and pixels.std() > 0
+    np.testing.assert_array_equal(pixels, expected)
+    assert page.locator("#sample-grid canvas").evaluate_all("cs => cs.map(c => c.dataset.seed)") == \
+        [str(seed) for seed in range(5, 13)]
+
+
+def test_a_click_on_the_latent_map_decodes_the_position_shown(page, server):
+    show(page, "images")
+    page.fill("#latent-range", "3")
+    page.click("#latent-button")
+    page.wait_for_function("() => !document.querySelector('#latent-button').disabled")
+    # the map is 336 px for z in [-3, 3]: x 252 is z1 = -3 + 6 * 252 / 336 = 1.5, y 84 is z2 = 3 - 6 * 84 / 336 = 1.5
+    page.locator("#latent-map").click(position={"x": 252, "y": 84})
+    page.wait_for_function("() => document.querySelector('#latent-z').dataset.z === '[1.5,1.5]'")
+    assert page.text_content("#latent-z") == "z = (1.500, 1.500)"
+    with Client(server.target) as client:
+        decoded = client.predict("vae", {"z": np.array([[1.5, 1.5]], np.float32)}, signature="decode")["images"]
+    np.testing.assert_array_equal(grey(canvas_pixels(page, "#latent-image")), bytes_of(decoded))
+
+    # a drag ends where the pointer stops: x 42 is z1 = -3 + 6 * 42 / 336 = -2.25, y 294 is z2 = -2.25
+    box = page.locator("#latent-map").bounding_box()
+    page.mouse.move(box["x"] + 252, box["y"] + 84)
+    page.mouse.down()
+    for step in range(1, 6):
+        page.mouse.move(box["x"] + 252 - 42 * step, box["y"] + 84 + 42 * step)
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelector('#latent-z').dataset.z === '[-2.25,-2.25]'")
+    with Client(server.target) as client:
+        decoded = client.predict("vae", {"z": np.array([[-2.25, -2.25]], np.float32)}, signature="decode")["images"]
+    np.testing.assert_array_equal(grey(canvas_pixels(page, "#latent-image")), bytes_of(decoded))
+    assert_no_error(page)
+
+
+def test_interpolation_joins_the_two_samples_codes(page, server):
+    show(page, "images")
+    page.fill("#interpolate-a", "2")
+    page.fill("#interpolate-b", "7")
+    page.fill("#interpolate-steps", "6")
+    page.click("#interpolate-button")
+    page.wait_for_function("() => playground.interpolation && playground.interpolation.seeds[1] === 7")
+    assert_no_error(page)
+    with Client(server.target) as client:
+        ends = client.sample_images("vae", [2, 7])
+        mean = client.predict("vae", {"images": ends}, signature="encode")["mean"]  # [2, 2]
+        t = np.linspace(0, 1, 6)[:, None]
+        decoded = client.predict("vae", {"z": ((1 - t) * mean[0] + t * mean[1]).astype(np.float32)},
+                                 signature="decode")["images"]
+    pixels = grey(canvas_pixels(page, "#interpolation canvas"))  # sample A, 6 decoded points, sample B
+    np.testing.assert_array_equal(pixels[[0, -1]], bytes_of(ends))
+    np.testing.assert_array_equal(pixels[[1, -2]], bytes_of(decoded[[0, -1]]))  # the ends are the codes exactly
+    np.testing.assert_allclose(pixels[1:-1].astype(int), bytes_of(decoded).astype(int), atol=1)  # t in float64 here
+
+
+def test_a_completion_keeps_the_known_rows(page, server):
+    show(page, "completion")
+    page.select_option("#complete-model", "pixelcnn")
+    page.select_option("#complete-digit", "0")
+    page.fill("#complete-rows", "14")
+    page.fill("#complete-count", "3")
+    page.fill("#complete-seed", "0")
+    # draw a stroke across row 3 (the canvas shows 28 rows in 224 px: 8 px a row)
+    box = page.locator("#drawing").bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + 3 * 8 + 4)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 200, box["y"] + 3 * 8 + 4, steps=20)
+    page.mouse.up()
+    drawn = grey(canvas_pixels(page, "#drawing"))[0]
+    assert (drawn[3:5, 3:25] == 255).all()  # the 2-pixel pen drew rows 3 and 4
+    page.click("#complete-button")
+    page.wait_for_function("() => playground.completion && playground.completion.seeds.length === 3")
+    assert_no_error(page)
+    completions = grey(canvas_pixels(page, "#completions canvas"))
+    assert completions.shape == (3, 28, 28, 1)
+    assert (completions[:, :14] == drawn[None, :14]).all()  # the known rows, as drawn
+    assert not (completions[0, 14:] == completions[1, 14:]).all()  # the rest is sampled, per seed
+    with Client(server.target) as client:
+        image = np.array(page.evaluate("() => playground.completion.image"), np.float32)
+        expected = client.complete_images("pixelcnn", np.repeat(image[None], 3, axis=0), [14] * 3, range(3))
+    np.testing.assert_array_equal(completions, bytes_of(expected))
+
+
+@pytest.mark.parametrize("signature, seed", [("greedy", 3), ("serving_default", 1)])
+def test_a_cartpole_episode_in_the_page_is_query_plays(page, server, signature, seed, capsys):
+    """The same seed, the same episode: the greedy policy, and the sampling one whose action seeds
+    are query play's (seed * 100003 + step)."""
+    import gymnasium as gym
+
+    from serving.query import query
+
+    show(page, "policies")
+    page.select_option("#policy-model", "cartpole_pg")
+    page.select_option("#policy-signature", signature)
+    page.fill("#policy-seed", str(seed))
+    page.uncheck("#policy-realtime")
+    page.click("#policy-play")
+    page.wait_for_function(f"() => playground.episode && playground.episode.seed === {seed} && playground.episode.done",
+                           timeout=120_000)
+    assert_no_error(page)
+    episode = page.evaluate("() => playground.episode")
+
+    assert query([f"--server={server.target}", "play", "--model=cartpole_pg", f"--signature={signature}",
+                  f"--seed={seed}", "--episodes=1"]) == 0
+    played = capsys.readouterr().out.splitlines()[0]  # "episode 1: return 23 (23 steps)"
+    assert played == f"episode 1: return {episode['return']:g} ({episode['steps']} steps)"
+    assert page.text_content("#episode") == f"return {episode['return']:g} after {episode['steps']} steps (" + (
+        "terminated)" if episode["terminated"] else "truncated at the time limit)")
+    env = gym.make("CartPole-v1")  # the very observations the policy saw, replayed in gymnasium
+    observation, _ = env.reset(seed=seed)
+    observations = [observation]
+    for action in episode["actions"]:
+        observations.append(env.step(action)[0])
+    np.testing.assert_array_equal(np.array(episode["observations"], np.float32), np.stack(observations))
+    # the bars: the policy's probabilities for the last observation, and the critic's value
+    assert page.locator("#bars p").first.text_content() == "action probabilities"
+    with Client(server.target) as client:
+        last = np.array([episode["observations"][-2]], np.float32)
+        probabilities = client.predict("cartpole_pg", {"observation": last}, signature="probabilities")
+        value = client.predict("cartpole_pg", {"observation": last}, signature="value")
+    assert page.locator("#bars .value").all_text_contents() == [f"{p:.3f}" for p in probabilities["probabilities"][0]]
+    assert page.locator("#bars p").last.text_content() == f"value of the state: {value['value'][0]:.3f}"
+
+
+def test_a_policy_with_q_values_shows_them_and_stops_when_asked(page, server):
+    show(page, "policies")
+    page.select_option("#policy-model", "cartpole_q")
+    page.fill("#policy-seed", "0")
+    page.check("#policy-realtime")  # 50 steps a second: Stop comes long before the end
+    page.click("#policy-play")
+    page.wait_for_function("() => playground.episode.model === 'cartpole_q' && playground.episode.steps >= 3")
+    page.click("#policy-stop")
+    page.wait_for_function("() => !document.querySelector('#policy-play').disabled")
+    episode = page.evaluate("() => playground.episode")
+    assert not episode["done"] and page.text_content("#episode").endswith("(stopped)")
+    with Client(server.target) as client:
+        q_values = client.predict("cartpole_q", {"observation": np.array([episode["observations"][-2]], np.float32)})
+    assert page.locator("#bars p").first.text_content() == "Q-values"
+    assert page.locator("#bars .value").all_text_contents() == [f"{q:.3f}" for q in q_values["q_values"][0]]
+    assert page.locator("#bars .bar.chosen .value").text_content() == f"{q_values['q_values'][0].max():.3f}"
+
+
+# ---------------------------------------------------------------- errors
+
+def test_the_servers_own_error_message_is_shown(browser, server):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.rest_port}/playground/?models=vae,nope")
+    page.evaluate("() => playground.ready")
+    status, reply, _ = server.rest("/v1/models/nope")
+    assert status == 404
+    assert page.locator("#error").is_visible() and page.text_content("#error") == reply["error"]
+    assert page.text_content("#model-table tr[data-model=nope] td.failed") == reply["error"]
+
+    show(page, "images")  # an input the server refuses: seeds past int64, as the page sends them
+    page.fill("#sample-seed", "100000000000000000000")
+    page.fill("#sample-count", "2")
+    page.click("#sample-button")
+    page.wait_for_function("() => !document.querySelector('#error').hidden && "
+                           "!document.querySelector('#sample-button').disabled")
+    status, reply, _ = server.rest("/v1/models/vae:predict", {"signature_name": "sample",
+                                                              "inputs": {"seed": [10**20, 10**20]}})
+    assert status == 400 and page.text_content("#error") == reply["error"]
+    page.close()
+
+
+def test_the_page_from_a_plain_static_server_works_through_cors(browser, server, static_server):
+    page = browser.new_page()
+    page.goto(f"{static_server}/index.html?base=http://127.0.0.1:{server.rest_port}&models=vae")
+    page.evaluate("() => playground.ready")
+    assert_no_error(page)
+    show(page, "images")
+    page.fill("#sample-count", "2")
+    page.click("#sample-button")  # a POST with Content-Type: application/json, so a CORS preflight first
+    page.wait_for_function("() => playground.samples")
+    assert_no_error(page)
+    assert page.locator("#sample-grid canvas").count() == 2
+    page.close()
+
+
+def test_a_stopped_server_gives_a_visible_error(browser, spare_server, static_server):
+    spare_server.wait(("cartpole",))
+    assert spare_server.rest("/playground/")[0] == 404  # no --playground: no page
+    page = browser.new_page()
+    page.goto(f"{static_server}/index.html?base=http://127.0.0.1:{spare_server.rest_port}&models=cartpole")
+    page.evaluate("() => playground.ready")
+    assert_no_error(page)
+    spare_server.process.kill()  # stopped the hard way: no goodbye to the page
+    spare_server.process.wait()
+    show(page, "policies")
+    page.click("#policy-play")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert error.text_content().startswith(f"Cannot reach the server at http://127.0.0.1:{spare_server.rest_port} "
+                                           f"(POST /v1/models/cartpole:predict): ")
+    page.close()
+
+
+def test_the_screenshot_script_pictures_each_panel(browser, server, tmp_path):
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.rest_port}/playground/?models={','.join(MODELS)}")
+    written = playground_screenshots.take(page, tmp_path)
+    assert [path.name for path in written] == [f"playground-{name}.png" for name in
+                                               ("models", "images", "completion", "policies")]
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in written)
+    assert_no_error(page)
+    page.close()
 
 
 # ---------------------------------------------------------------- the shipped digits
