@@ -8,6 +8,7 @@ RUN := runs/vae-demo
 MODELS := models
 GRPC_PORT ?= 8500
 REST_PORT ?= 8501
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test venv tf-agents-venv bench-venv clean
 
@@ -50,7 +51,12 @@ demo: venv
 	@echo "export:       $(MODELS)/vae/<version>   server config: $(MODELS)/models.config"
 	@echo "served:       $(RUN)/served-samples.png (sampled over gRPC; server log $(RUN)/server.log)"
 
-test: venv tf-agents-venv
+# the playground's browser tests drive Debian's Chromium through Playwright (which downloads no browser);
+# installed as root when missing
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: venv tf-agents-venv $(CHROMIUM)
 	$(PY) -m pytest
 
 clean:

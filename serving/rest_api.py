@@ -34,8 +34,10 @@ def _error_body(message: str) -> str:
 
 
 class RestApi:
-    def __init__(self, core: ServerCore, *, timeout_ms: int, cors: bool, prometheus_path: str | None):
+    def __init__(self, core: ServerCore, *, timeout_ms: int, cors: bool, prometheus_path: str | None,
+                 playground: bool = False):
         self.core = core
+        self.playground = playground
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self.cors = cors
         self.prometheus_path = prometheus_path
@@ -43,6 +45,9 @@ class RestApi:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=2**31 - 1)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        if self.playground:
+            from serving.playground import add_playground
+            add_playground(app)
         return app
 
     async def dispatch(self, request: web.Request) -> web.Response:

@@ -53,6 +53,7 @@ def flag_parser() -> argparse.ArgumentParser:
     flag = lambda name, default, help: add(name, type=_bool, nargs="?", const=True, default=default,  # noqa: E731
                                            metavar="true|false", help=help)
     add("--host", default="127.0.0.1", help="address to bind (the real server binds 0.0.0.0); not a TF Serving flag")
+    flag("--playground", False, "also serve the playground page at /playground/ on the REST port; not a TF Serving flag")
     add("--port", type=int, default=8500, help="gRPC port")
     add("--grpc_socket_path", default="", help="also listen for gRPC on this UNIX socket")
     add("--rest_api_port", type=int, default=0, help="REST port; 0 turns REST off")
@@ -190,6 +191,8 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
         parser.error(f"{args.model_config_file} lists no models: expected a model_config_list with configs")
     if args.monitoring.prometheus_config.enable and not args.rest_api_port:
         parser.error("Prometheus monitoring is served on the REST port: set --rest_api_port")
+    if args.playground and not args.rest_api_port:
+        parser.error("--playground serves the page on the REST port: set --rest_api_port")
     return args
 
 
@@ -337,6 +340,7 @@ async def _run(args: argparse.Namespace, core) -> None:
         if args.rest_api_port:
             prometheus = args.monitoring.prometheus_config
             rest = RestApi(core, timeout_ms=args.rest_api_timeout_in_ms, cors=args.rest_api_enable_cors_support,
+                           playground=args.playground,
                            prometheus_path=(prometheus.path or DEFAULT_PROMETHEUS_PATH) if prometheus.enable else None)
             # handler_cancellation: a client that hangs up cancels its request, and so its session run
             runner = web.AppRunner(rest.app(), access_log=None, handler_cancellation=True)
