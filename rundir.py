@@ -293,17 +293,20 @@ class Run:
 
     def restore_model(self, model: keras.Model) -> Path:
         """Restore `model` (registered as `model`) from the latest intact checkpoint; its path."""
-        checkpoints = Checkpoints(self, 1, 1, {"model": model})
+        checkpoints, damaged = Checkpoints(self, 1, 1, {"model": model}), None
         for step in checkpoints.steps():
             prefix = checkpoints.directory / str(step) / "variables"
             try:
                 checkpoints.read_variables(prefix, partial=True)
             except Damaged as error:
-                _say(f"{error}; exporting an earlier checkpoint")
+                damaged = error
+                _say(f"{error}; exporting the checkpoint before it")
                 continue
             except AssertionError:
                 raise UserError(f"{prefix} does not hold this model's variables") from None
             return prefix
+        if damaged is not None:
+            raise UserError(f"{damaged} and no earlier checkpoint is intact; nothing to export")
         raise UserError(f"{self.directory} has no checkpoint to export; train it first "
                         f"(the run directory must hold checkpoints/)")
 

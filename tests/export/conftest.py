@@ -14,12 +14,12 @@ REFERENCE_CHECKER = ROOT.parent / "shared" / "tools" / "serving_load_check.py"
 
 @pytest.fixture(scope="session")
 def exports(smoke_run, tmp_path_factory):
-    """mlp (the smoke run), conv and conditional models, each exported once to one MODELS dir:
-    (models, {name: run_dir}, {name: version_dir})."""
+    """mlp (the smoke run), conv and conditional models (on the 8x8 digits, for speed), each
+    exported once to one MODELS dir: (models, {name: run_dir}, {name: version_dir})."""
     models = tmp_path_factory.mktemp("models")
     runs = {"mlp": smoke_run[0]}
-    for name, overrides in {"conv": dict(architecture="conv", epochs=1),
-                            "conditional": dict(conditional=True, epochs=1)}.items():
+    for name, overrides in {"conv": dict(architecture="conv", epochs=1, data="digits", batch_size=64),
+                            "conditional": dict(conditional=True, epochs=1, data="digits", batch_size=64)}.items():
         runs[name] = tmp_path_factory.mktemp(name) / "run"
         train_run(runs[name], **overrides)
     return models, runs, {name: savedmodel.export_run(run, models, name) for name, run in runs.items()}

@@ -231,3 +231,13 @@ def test_a_run_without_a_model_is_not_exported(nas_run, tmp_path):
     with pytest.raises(ExportError, match=r"holds a run of kind architecture_search \(nas\), which has no model "
                                           r"to serve; export a run of kind image_model or policy$"):
         export_run(nas_run[0], tmp_path / "models", "nas")
+
+
+def test_a_damaged_checkpoint_is_named_and_the_one_before_it_exported(dqn_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(dqn_run[0], run_dir)
+    data = run_dir / "checkpoints" / "4000" / "variables.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])
+    _, info = load_run(run_dir)
+    assert info["checkpoint"] == run_dir / "checkpoints" / "2000" / "variables"
+    assert f"{data} is damaged (" in capsys.readouterr().err

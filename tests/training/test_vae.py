@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, run_module, train_run
+from tests.helpers import ROOT, train_run
 from training import vae
+from training.data import load_images
 
 
 def test_smoke_preset_lowers_heldout_loss_and_writes_everything(smoke_run):
@@ -113,14 +114,15 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(tmp_path):
     run_dir = tmp_path / "run"
     workers = [subprocess.Popen(
         [sys.executable, "-m", "training", "vae", "--preset=smoke", "--strategy=multi_worker", "--epochs=1",
-         "--batch_size=50", "--no_progress", f"--out={run_dir}"],
+         "--data=digits", "--batch_size=50", "--no_progress", f"--out={run_dir}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT),
              "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
         for index in range(2)]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outputs]
-    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 4000 // 100  # 2 workers x 50
+    steps = len(load_images("digits").train_images) // 100  # 2 workers x 50
+    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == steps
     figures = [[line for line in out.splitlines() if line.startswith("test_")] for out, _ in outputs]
     assert figures[0] and figures[0] == figures[1]  # the same weights on both workers
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["40"]  # the chief's, and no scratch
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [str(steps)]  # the chief's, no scratch
