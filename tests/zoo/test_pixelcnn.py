@@ -76,15 +76,16 @@ def test_samples_depend_on_the_seed_alone_and_completion_keeps_known_rows(name):
     config = CONFIGS[name]
     model = PixelCNN(config)
     labels = tf.constant([1, 1, 1], tf.int64) if config.conditional else None
-    batch = model.sample(tf.constant([7, 8, 9], tf.int64), labels)
-    alone = model.sample(tf.constant([8], tf.int64), labels if labels is None else labels[:1])
+    sample = tf.function(model.sample, reduce_retracing=True)  # a graph runs the loops about twice as fast
+    batch = sample(tf.constant([7, 8, 9], tf.int64), labels)
+    alone = sample(tf.constant([8], tf.int64), labels if labels is None else labels[:1])
     np.testing.assert_array_equal(batch[1], alone[0])
     assert not np.array_equal(batch[0], batch[2])
     levels = np.round(batch.numpy() * (config.levels - 1))
     np.testing.assert_array_equal(levels / (config.levels - 1), batch.numpy())
 
     images = tf.random.uniform((3, *config.image_shape), seed=4)
-    completed = model.complete(images, tf.constant([2, 0, 3]), tf.constant([1, 2, 3], tf.int64), labels)
+    completed = tf.function(model.complete)(images, tf.constant([2, 0, 3]), tf.constant([1, 2, 3], tf.int64), labels)
     np.testing.assert_array_equal(completed[0, :2], images[0, :2])
     np.testing.assert_array_equal(completed[2, :3], images[2, :3])
     assert not np.array_equal(completed[0, 2:], images[0, 2:])
@@ -117,13 +118,14 @@ def test_fast_sampler_gives_the_naive_samples(name):
     model = PixelCNN(config)
     seeds = tf.constant([3, 4, 5, 6], tf.int64)
     labels = tf.constant([0, 1, 2, 0], tf.int64) if config.conditional else None
-    naive = model.sample(seeds, labels, temperature=1.0, fast=False)
-    fast = model.sample(seeds, labels, temperature=1.0, fast=True)
+    # as graphs (the loops run about twice as fast as eagerly)
+    naive = tf.function(lambda: model.sample(seeds, labels, temperature=1.0, fast=False))()
+    fast = tf.function(lambda: model.sample(seeds, labels, temperature=1.0, fast=True))()
     np.testing.assert_array_equal(fast.numpy(), naive.numpy())
     images = tf.random.uniform((4, *config.image_shape), seed=6)
     known = tf.constant([1, 2, 0, 3])
-    np.testing.assert_array_equal(model.complete_fast(images, known, seeds, labels).numpy(),
-                                  model.complete(images, known, seeds, labels).numpy())
+    np.testing.assert_array_equal(tf.function(model.complete_fast)(images, known, seeds, labels).numpy(),
+                                  tf.function(model.complete)(images, known, seeds, labels).numpy())
 
 
 @pytest.mark.parametrize("name", ["gated-3", "pixelcnn-1"])
