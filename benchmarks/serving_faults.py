@@ -179,12 +179,16 @@ def main() -> None:
         codes: collections.Counter = collections.Counter()
         grpc_calls = [malformed_grpc(rng) for _ in range(args.grpc)]
 
+        examples: list[str] = []
+
         def call_grpc(item):
             method, data = item
             try:
                 channel.unary_unary(method)(data, timeout=30)
                 return "OK"
             except grpc.RpcError as error:
+                if error.code().name in SERVER_ERRORS and len(examples) < 5:
+                    examples.append(f"{method} {data[:200]!r}: {error.code().name}: {error.details()[:300]}")
                 return error.code().name
         start_time = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
@@ -256,6 +260,8 @@ def main() -> None:
         f"{code} {count}" for code, count in codes.most_common()))
     print(f"  UNKNOWN/INTERNAL/DATA_LOSS: {sum(codes[c] for c in SERVER_ERRORS)}, "
           f"hangs (DEADLINE_EXCEEDED after 30 s): {codes['DEADLINE_EXCEEDED']}")
+    for example in examples:
+        print("  server error:", example)
     print(f"HTTP: {args.http} malformed requests in {http_seconds:.0f} s: " + ", ".join(
         f"{code} {count}" for code, count in statuses.most_common()))
     print(f"  5xx: {sum(c for s, c in statuses.items() if isinstance(s, int) and s >= 500)}, "

@@ -54,7 +54,8 @@ def proto_shape(proto: tensor_pb2.TensorProto, alias: str) -> tuple[list[int], i
     if proto.dtype not in DTYPES or proto.tensor_shape.unknown_rank:
         raise invalid(f"tensor parsing error: {alias}")
     shape = [d.size for d in proto.tensor_shape.dim]
-    if any(d < 0 for d in shape) or len(shape) > MAX_DIMS:
+    # numpy refuses a shape whose dimensions multiply past 2**63 even when one of them is 0
+    if any(d < 0 for d in shape) or len(shape) > MAX_DIMS or math.prod(d for d in shape if d) >= 2**63:
         raise invalid(f"tensor parsing error: {alias}")
     numpy_dtype = DTYPES[proto.dtype][0]
     return shape, np.dtype(numpy_dtype).itemsize  # an object array holds 8-byte pointers
