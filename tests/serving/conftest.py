@@ -65,7 +65,7 @@ def write_config(path: Path, models: dict[str, Path], extra: str = "") -> Path:
 class Server:
     """A running `python -m serving serve`; `.stub`, `.models`, `.rest()` talk to it."""
 
-    def __init__(self, *flags: str, wait_for: tuple[str, ...] = (), rest: bool = True, timeout: float = 90):
+    def __init__(self, *flags: str, wait_for: tuple[str, ...] = (), rest: bool = True, timeout: float = 600):
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
         args = [sys.executable, "-m", "serving", "serve", f"--port={self.port}",
@@ -92,7 +92,7 @@ class Server:
         self.log.seek(0)
         return self.log.read()
 
-    def wait(self, names, timeout: float = 90) -> None:
+    def wait(self, names, timeout: float = 600) -> None:
         end = time.monotonic() + timeout
         for name in names:
             while True:

@@ -3,9 +3,10 @@
     .venv/bin/python -m tests.serving.playground_screenshots URL [DIR]
 
 URL is a served playground with its models named, e.g. the address `make playground`
-prints; DIR (default docs/) gets playground-models.png, -images.png, -completion.png and
--policies.png (a panel none of the models fits is left out). The browser tests use the same
-launcher and run `take` against their own server.
+prints; DIR (default docs/) gets playground-models.png, -images.png, -completion.png,
+-policies.png and, for each further environment, e.g. -policies-acrobot.png (a panel none of
+the models fits is left out), in 256 colours. The browser tests use the same launcher and
+run `take` against their own server.
 """
 from __future__ import annotations
 
@@ -35,8 +36,13 @@ def take(page, directory: Path) -> list[Path]:
     written = []
 
     def save(name: str) -> None:
-        written.append(directory / f"playground-{name}.png")
-        page.screenshot(path=str(written[-1]), full_page=True)
+        from PIL import Image
+
+        path = directory / f"playground-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        picture = Image.open(path).convert("RGB")  # flat colours and text: a palette loses nothing visible
+        picture.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(path, optimize=True)
+        written.append(path)
 
     def has(select: str) -> bool:
         return bool(page.eval_on_selector(select, "s => s.value"))
@@ -64,11 +70,18 @@ def take(page, directory: Path) -> list[Path]:
         page.wait_for_function("() => playground.completion", timeout=300_000)
         save("completion")
     page.click("#tabs button[data-panel=policies-panel]")
-    if has("#policy-model"):
+    environments = []  # one episode for each environment some model acts in
+    for model in page.eval_on_selector_all("#policy-model option", "options => options.map(o => o.value)"):
+        page.select_option("#policy-model", model)
+        environment = page.text_content("#policy-env").split()[0]  # "CartPole-v1 (observations of 4 numbers)"
+        if not model or environment in environments:
+            continue
+        environments.append(environment)
         page.uncheck("#policy-realtime")
         page.click("#policy-play")
-        page.wait_for_function("() => playground.episode && playground.episode.done", timeout=300_000)
-        save("policies")
+        page.wait_for_function(f"() => playground.episode && playground.episode.model === '{model}' && "
+                               "playground.episode.done", timeout=300_000)
+        save("policies" if len(environments) == 1 else f"policies-{environment.split('-')[0].lower()}")
     return written
 
 

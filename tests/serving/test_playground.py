@@ -54,6 +54,16 @@ def assert_no_error(page) -> None:
     assert page.locator("#error").is_hidden(), page.locator("#error").text_content()
 
 
+def use(page, panel: str, fields: dict[str, str], button: str, done: str) -> None:
+    """Show a panel, fill its inputs, press `button` and wait until `done` (JavaScript) holds, with no error."""
+    show(page, panel)
+    for selector, value in fields.items():
+        page.fill(selector, value)
+    page.click(button)
+    page.wait_for_function(f"() => {done}", timeout=120_000)
+    assert_no_error(page)
+
+
 # ---------------------------------------------------------------- browser and servers
 
 @pytest.fixture(scope="module")
@@ -235,12 +245,8 @@ def test_the_page_lists_each_model_as_query_metadata_does(page, server, capsys):
 
 
 def test_the_sample_grid_is_the_grpc_clients_samples(page, server):
-    show(page, "images")
-    page.fill("#sample-seed", "5")
-    page.fill("#sample-count", "8")
-    page.click("#sample-button")
-    page.wait_for_function("() => playground.samples && playground.samples.seeds[0] === 5")
-    assert_no_error(page)
+    use(page, "images", {"#sample-seed": "5", "#sample-count": "8"}, "#sample-button",
+        "playground.samples && playground.samples.seeds[0] === 5")
     with Client(server.target) as client:
         expected = bytes_of(client.sample_images("vae", range(5, 13)))  # [8, 28, 28, 1]
     pixels = grey(canvas_pixels(page, "#sample-grid canvas"))
@@ -251,17 +257,19 @@ def test_the_sample_grid_is_the_grpc_clients_samples(page, server):
 
 
 def test_a_click_on_the_latent_map_decodes_the_position_shown(page, server):
-    show(page, "images")
-    page.fill("#latent-range", "3")
-    page.click("#latent-button")
-    page.wait_for_function("() => !document.querySelector('#latent-button').disabled")
+    def assert_decodes(z: list[float]) -> None:
+        shown = json.dumps(z, separators=(",", ":"))  # as JSON.stringify writes it
+        page.wait_for_function(f"() => document.querySelector('#latent-z').dataset.z === '{shown}'")
+        with Client(server.target) as client:
+            decoded = client.predict("vae", {"z": np.array([z], np.float32)}, signature="decode")["images"]
+        np.testing.assert_array_equal(grey(canvas_pixels(page, "#latent-image")), bytes_of(decoded))
+        assert_no_error(page)
+
+    use(page, "images", {"#latent-range": "3"}, "#latent-button", "!document.querySelector('#latent-button').disabled")
     # the map is 336 px for z in [-3, 3]: x 252 is z1 = -3 + 6 * 252 / 336 = 1.5, y 84 is z2 = 3 - 6 * 84 / 336 = 1.5
     page.locator("#latent-map").click(position={"x": 252, "y": 84})
-    page.wait_for_function("() => document.querySelector('#latent-z').dataset.z === '[1.5,1.5]'")
+    assert_decodes([1.5, 1.5])
     assert page.text_content("#latent-z") == "z = (1.500, 1.500)"
-    with Client(server.target) as client:
-        decoded = client.predict("vae", {"z": np.array([[1.5, 1.5]], np.float32)}, signature="decode")["images"]
-    np.testing.assert_array_equal(grey(canvas_pixels(page, "#latent-image")), bytes_of(decoded))
 
     # a drag ends where the pointer stops: x 42 is z1 = -3 + 6 * 42 / 336 = -2.25, y 294 is z2 = -2.25
     box = page.locator("#latent-map").bounding_box()
@@ -270,21 +278,13 @@ def test_a_click_on_the_latent_map_decodes_the_position_shown(page, server):
     for step in range(1, 6):
         page.mouse.move(box["x"] + 252 - 42 * step, box["y"] + 84 + 42 * step)
     page.mouse.up()
-    page.wait_for_function("() => document.querySelector('#latent-z').dataset.z === '[-2.25,-2.25]'")
-    with Client(server.target) as client:
-        decoded = client.predict("vae", {"z": np.array([[-2.25, -2.25]], np.float32)}, signature="decode")["images"]
-    np.testing.assert_array_equal(grey(canvas_pixels(page, "#latent-image")), bytes_of(decoded))
-    assert_no_error(page)
+    assert_decodes([-2.25, -2.25])
+    assert page.text_content("#latent-z") == "z = (-2.250, -2.250)"
 
 
 def test_interpolation_joins_the_two_samples_codes(page, server):
-    show(page, "images")
-    page.fill("#interpolate-a", "2")
-    page.fill("#interpolate-b", "7")
-    page.fill("#interpolate-steps", "6")
-    page.click("#interpolate-button")
-    page.wait_for_function("() => playground.interpolation && playground.interpolation.seeds[1] === 7")
-    assert_no_error(page)
+    use(page, "images", {"#interpolate-a": "2", "#interpolate-b": "7", "#interpolate-steps": "6"},
+        "#interpolate-button", "playground.interpolation && playground.interpolation.seeds[1] === 7")
     with Client(server.target) as client:
         ends = client.sample_images("vae", [2, 7])
         mean = client.predict("vae", {"images": ends}, signature="encode")["mean"]  # [2, 2]
