@@ -227,8 +227,8 @@ class RowLSTM(RecurrentLayer):
         h_above = tf.transpose(tf.gather(h, tf.maximum(row - 1, 0), axis=1), [1, 0, 2]) * above
         c_above = tf.transpose(tf.gather(c, tf.maximum(row - 1, 0), axis=1), [1, 0, 2]) * above
         inputs_row = tf.zeros([self.left + inputs.shape[2], tf.shape(inputs)[0], inputs.shape[3]])
-        return inputs_row, tf.pad(h_above, [[1, 1], [0, 0], [0, 0]]), c_above, tf.zeros_like(h_above), \
-            tf.zeros_like(c_above)
+        h_above = tf.pad(h_above, [[1, 1], [0, 0], [0, 0]])  # zero states left and right of the image
+        return inputs_row, h_above, c_above, tf.zeros_like(c_above), tf.zeros_like(c_above)
 
     def next_row(self, state: tuple, pixels_row: tf.Tensor) -> tuple:
         """The finished row becomes the row above (its pixels are in the states already)."""

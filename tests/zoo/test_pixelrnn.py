@@ -94,6 +94,21 @@ def test_models_are_causal_and_the_diagonal_bilstm_has_no_blind_spot(name):
         assert np.all(grads[2, 2, 1, 2, 2, 0] != 0) and np.all(grads[2, 2, 2, 2, 2, :2] != 0)
 
 
+def test_without_reading_the_pixels_the_right_to_left_direction_leaves_the_papers_blind_spot():
+    # the stream at (y, x) never holds pixel (y, x) (mask A), so the right-to-left direction never carries
+    # (y-1, W-1), and the first layer (3x3: one column each side) reaches it only from x >= W - 2
+    config = PixelRNNConfig(image_shape=(5, 7, 1), layer="diagonal", recurrent_layers=2, hidden_units=4,
+                            first_kernel=3, output_units=4)
+    keras.utils.set_random_seed(0)
+    model = PixelRNN(config)
+    for layer in model.recurrent:
+        layer.pixels_to_state.kernel.assign(tf.zeros_like(layer.pixels_to_state.kernel))
+    grads = jacobian(model.logits, 5, 7, 1)[:, :, 0, :, :, 0]
+    blind = (grads == 0) & raster_dependence(5, 7, 1, strict_channels=True)[:, :, 0, :, :, 0]
+    expected = {(y, x, y - 1, 6) for y in range(1, 5) for x in range(5)}
+    assert set(map(tuple, np.argwhere(blind))) == expected
+
+
 # What output (4, 3) of a 5x7 image sees, for a 3x3 mask-A first layer and k = 3: the first layer
 # sees (y-1, x-1..x+1) and (y, x-1); each Row LSTM layer sees its inputs at (y, x-1..x) and the
 # states at (y-1, x-1..x+1), so the layers' inputs at row y - d in columns x-1-d .. x+d (one
