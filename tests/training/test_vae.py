@@ -70,13 +70,6 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_figures(smoke_run, tmp_p
         {k: v for k, v in smoke_run[1].items() if k not in speeds}
 
 
-def test_changed_config_refuses_to_resume(smoke_run, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        vae.main(["--preset=smoke", "--beta=2", f"--out={smoke_run[0]}"])
-    assert exit_info.value.code == 2
-    assert "holds a run with a different config (differs in: beta)" in capsys.readouterr().err
-
-
 def test_missing_data_folder_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         vae.main(["--preset=smoke", f"--data={tmp_path / 'nothing'}", f"--out={tmp_path / 'run'}"])
