@@ -34,9 +34,9 @@ def test_raising_beta_lowers_the_kl(smoke_run, tmp_path):
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    config, metrics = train_run(tmp_path / "mirrored", strategy="mirrored", batch_size=50, epochs=1)
+    config, metrics = train_run(tmp_path / "mirrored", strategy="mirrored", batch_size=50, epochs=1, data="digits")
     history = json.loads((tmp_path / "mirrored" / "history.json").read_text())
-    assert metrics["steps"] == 4000 // 100  # 2 replicas x 50 = a global batch of 100
+    assert metrics["steps"] == len(load_images("digits").train_images) // 100  # 2 replicas x 50 = a global batch of 100
     assert history[-1]["test_loss"] < history[0]["test_loss"]
 
 
