@@ -34,9 +34,9 @@ def test_raising_beta_lowers_the_kl(smoke_run, tmp_path):
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    config, metrics = train_run(tmp_path / "mirrored", strategy="mirrored", batch_size=50, epochs=1)
+    config, metrics = train_run(tmp_path / "mirrored", strategy="mirrored", batch_size=50, epochs=1, data="digits")
     history = json.loads((tmp_path / "mirrored" / "history.json").read_text())
-    assert metrics["steps"] == 4000 // 100  # 2 replicas x 50 = a global batch of 100
+    assert metrics["steps"] == len(load_images("digits").train_images) // 100  # 2 replicas x 50 = a global batch of 100
     assert history[-1]["test_loss"] < history[0]["test_loss"]
 
 
@@ -68,13 +68,6 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_figures(smoke_run, tmp_p
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {k: v for k, v in metrics.items() if k not in speeds} == \
         {k: v for k, v in smoke_run[1].items() if k not in speeds}
-
-
-def test_changed_config_refuses_to_resume(smoke_run, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        vae.main(["--preset=smoke", "--beta=2", f"--out={smoke_run[0]}"])
-    assert exit_info.value.code == 2
-    assert "holds a run with a different config (differs in: beta)" in capsys.readouterr().err
 
 
 def test_missing_data_folder_exits_2(tmp_path, capsys):

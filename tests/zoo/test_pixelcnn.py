@@ -138,7 +138,7 @@ def test_signatures_load_and_answer_through_the_servers_session_path(name, tmp_p
     labels = {"label": np.array([2, 0], np.int64)} if config.conditional else {}
     tf_labels = tf.constant(labels["label"]) if labels else None
     np.testing.assert_array_equal(run("sample", seed=seeds, **labels)["images"],
-                                  model.sample(tf.constant(seeds), tf_labels).numpy())
+                                  tf.function(model.sample)(tf.constant(seeds), tf_labels).numpy())
     images = np.random.default_rng(0).integers(0, config.levels, (2, *config.image_shape)) / (config.levels - 1)
     images = images.astype(np.float32)
     scored = run("log_prob", images=images, **labels)
