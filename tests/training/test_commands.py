@@ -49,7 +49,7 @@ def test_a_run_of_another_family_is_refused(dqn_run, capsys):
 ])
 def test_an_unusable_run_directory_is_refused(command, out, message, tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a directory")
-    preset = [] if command in ("bandits", "pg_compare", "nas") else ["--preset=smoke"]
+    preset = [] if command in ("bandits", "pg_compare", "nas", "tabular") else ["--preset=smoke"]
     assert refusal([command, *preset, f"--out={out.format(tmp=tmp_path)}"], capsys).endswith(
         message.format(tmp=tmp_path))
 
