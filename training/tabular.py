@@ -217,7 +217,8 @@ def solve(config: TabularConfig, out: str | Path, *, progress: bool = False) -> 
     draw(run.directory / "tabular.png", grid, values, greedy, over, episodes, title)
     random_expected, greedy_expected = (episode[2] for episode in episodes.values())
     return run.finish({
-        "grid": text_grid(grid, values, greedy, over), "env": config.env, "method": config.method, "gamma": config.gamma, "value_iteration_sweeps": sweeps,
+        "grid": text_grid(grid, values, greedy, over), "env": config.env, "method": config.method,
+        "gamma": config.gamma, "value_iteration_sweeps": sweeps,
         "values": values.tolist(), "greedy_actions": greedy.tolist(), "optimal_values": optimal_values.tolist(),
         "greedy_optimal_states": int(optimal_here.sum()), "states": len(values),
         "random_return": random_expected, "greedy_return": greedy_expected,

@@ -140,6 +140,16 @@ class ShortCorridor(TabularWorld):
     def observe(self, state: int) -> np.ndarray:
         return np.ones(1, np.float32)
 
+    @staticmethod
+    def start_value(p_right: np.ndarray | float) -> np.ndarray | float:
+        """v(S) of the policy that goes right with probability p in every state (no time limit)."""
+        return (2 * p_right - 4) / (p_right * (1 - p_right))
+
+    OPTIMAL_RIGHT = 2 - np.sqrt(2)
+    """p* = 2 - sqrt 2, the best probability of "right"."""
+    OPTIMAL_VALUE = -(6 + 4 * np.sqrt(2))
+    """v*(S) = -(6 + 4 sqrt 2) = -11.657."""
+
 
 class AliasedGridWorld(TabularWorld):
     """The aliased grid world of David Silver's policy-gradient lecture (Lecture 7):
