@@ -22,7 +22,7 @@ DIFFERENT = {  # command -> (the trained run it is pointed at, options that diff
     "pixelcnn": ("pixelcnn_run", ["--preset=smoke", "--filters=8"], "filters"),
     "dqn": ("dqn_run", ["--preset=smoke", "--learning_rate=0.5"], "learning_rate"),
     "reinforce": ("reinforce", ["--preset=smoke", "--gamma=0.9"], "gamma"),
-    "reinforce_baseline": ("reinforce", ["--preset=smoke"], "algorithm, critic, normalize_returns"),
+    "reinforce_baseline": ("reinforce", ["--preset=smoke"], "algorithm, baseline, critic, normalize_returns"),
     "a2c": ("a2c", ["--preset=smoke", "--n_steps=4"], "n_steps"),
     "nas": ("nas_run", ["--preset=smoke", "--child_epochs=2"], "child_epochs"),
 }
