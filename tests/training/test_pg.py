@@ -184,3 +184,20 @@ def test_reinforce_plays_a_game_of_pong_and_learns_from_its_frames(tmp_path):
     terms = agent.update((episode.observations, episode.actions, (weights - weights.mean()) / weights.std(),
                           np.ones(len(weights), np.float32)), 0)
     assert np.isfinite(terms["loss"]) and not np.allclose(before, agent.policy.outputs(episode.observations[:8]))
+
+
+def test_reinforce_weighing_whole_trajectories_less_a_moving_average_learns_and_resumes(tmp_path, capsys):
+    """--weights=trajectory --baseline=moving_average on raw returns: CartPole still learns, and a
+    run stopped after its next-to-last checkpoint resumes to the same end (the average is saved)."""
+    config = dataclasses.replace(pg.smoke("reinforce"), weights="trajectory", baseline="moving_average",
+                                 normalize_returns=False)
+    whole = pg.train(config, tmp_path / "whole", progress=False)
+    history = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert max(r["eval_return"] for r in history) > 40, history
+    shutil.copytree(tmp_path / "whole", tmp_path / "run")
+    last = max(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir())
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / str(last))
+    (tmp_path / "run" / "metrics.json").unlink()
+    resumed = pg.train(config, tmp_path / "run", progress=False)
+    assert "resuming from step" in capsys.readouterr().out
+    assert without_wall_clock(resumed) == without_wall_clock(whole)
