@@ -1,5 +1,6 @@
-"""The lectures' tabular pictures: V* on the grid with the greedy arrows, and a random and an
-optimal policy walking it.
+"""V* on a grid with the greedy arrows, beside a random and an optimal policy's episodes.
+
+The lectures' tabular pictures, from value iteration or Q-learning:
 
     python -m training tabular --env StarGrid-v0 --method value_iteration --out runs/tabular-stars
     python -m training tabular --env StarGrid-v0 --method q_learning --out runs/tabular-stars-q
