@@ -163,8 +163,7 @@ def aliased_grid() -> TrainConfig:
     return TrainConfig(algorithm="reinforce", env="AliasedGridWorld-v0",
                        model=PolicyConfig(hidden=(32,), critic="none"), baseline="moving_average",
                        normalize_returns=False, gamma=1.0, learning_rate=1e-2, anneal_learning_rate=True,
-                       episodes_per_update=8,
-                       total_steps=30_000, eval_every=5_000, checkpoint_every=30_000)
+                       episodes_per_update=8, total_steps=30_000, eval_every=5_000, checkpoint_every=30_000)
 
 
 def pong() -> TrainConfig:
