@@ -75,7 +75,7 @@ $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 test: venv tf-agents-venv $(CHROMIUM)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 clean:
 	rm -rf runs $(MODELS)

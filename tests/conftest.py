@@ -6,11 +6,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tests.helpers import train_run  # noqa: E402
+from tests.helpers import ROOT, train_run  # noqa: E402
 
 CPUS = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     CPUS[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+
+# `make test` runs the suite in two processes (`pytest -n 2 --dist loadgroup`): the server and
+# model tests in one, the training and export tests in the other. The halves take about the
+# same time and share few trained fixtures, so little is trained twice; a plain `pytest`
+# ignores the groups.
+SERVER_SIDE = {"serving", "zoo"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        top = item.path.relative_to(ROOT / "tests").parts[0]
+        item.add_marker(pytest.mark.xdist_group("servers" if top in SERVER_SIDE else "training"))
 
 
 @pytest.fixture(scope="session")
