@@ -4,7 +4,7 @@ import json
 import shutil
 
 from training import nas
-from zoo.nas import Layer
+from zoo.nas import Layer, Layers
 
 
 def test_the_reward_separates_good_architectures_from_blind_ones():
@@ -12,10 +12,10 @@ def test_the_reward_separates_good_architectures_from_blind_ones():
     splits = nas.digit_splits(config.validation_fraction)
     assert len(splits.train[0]) + len(splits.validation[0]) + len(splits.test[0]) == 1797
     # 1x1 kernels see one pixel at a time, and the global average pool erases where it was
-    blind = nas.train_child((Layer(8, 1, False),) * 3, splits, config)
-    seeing = nas.train_child((Layer(32, 5, False), Layer(32, 3, True), Layer(32, 3, False)), splits, config)
+    blind = nas.train_child(Layers((Layer(8, 1, False),) * 3), splits, config)
+    seeing = nas.train_child(Layers((Layer(32, 5, False), Layer(32, 3, True), Layer(32, 3, False))), splits, config)
     assert blind["validation_accuracy"] < 0.3 < 0.7 < seeing["validation_accuracy"], (blind, seeing)
-    assert nas.train_child((Layer(8, 1, False),) * 3, splits, config) == blind  # seeded: the same reward
+    assert nas.train_child(Layers((Layer(8, 1, False),) * 3), splits, config) == blind  # seeded: the same reward
 
 
 def test_smoke_search_writes_its_findings_and_does_not_run_twice(nas_run, capsys):
