@@ -1,6 +1,8 @@
-"""Architecture search: an RNN controller designs small CNNs for scikit-learn's 8x8 digits,
-in the per-layer space (Zoph & Le, 2017) or NASNet's cell space (Zoph et al., 2018), with
-REINFORCE or PPO, for accuracy alone or MnasNet's FLOPs-aware reward.
+"""Architecture search: an RNN controller designs small CNNs for scikit-learn's 8x8 digits.
+
+The per-layer space (Zoph & Le, 2017) or NASNet's cells (Zoph et al., 2018); REINFORCE or
+PPO; the accuracy alone or MnasNet's FLOPs-aware reward (the search the lectures show last:
+MnasNet / EfficientNet, `--target_flops` with `--controller_update=ppo`).
 
     python -m training nas --preset demo --out runs/nas                 # per-layer, REINFORCE, accuracy
     python -m training nas --preset demo --target_flops=1e5 --out runs/nas-flops   # ACC (T / FLOPs)^0.07
@@ -52,7 +54,7 @@ class NASConfig:
     target_flops: float | None = None
     """T of MnasNet's reward ACC (T / FLOPs)^w, in multiply-adds; none: the reward is the accuracy alone."""
     flops_exponent: float = 0.07
-    """w of that reward (MnasNet's and EfficientNet's 0.07: twice the FLOPs cost 4.7% of the reward)."""
+    """w of that reward (0.07 in MnasNet and EfficientNet: twice the FLOPs multiply the reward by 2^-0.07 = 0.953)."""
     controller_update: Literal["reinforce", "ppo"] = "reinforce"
     """One REINFORCE step per batch of architectures, or several clipped PPO steps on it."""
     ppo_epochs: int = 4
@@ -106,9 +108,11 @@ class NASConfig:
 
 PRESETS = {
     "demo": NASConfig,
-    # NASNet's cells (B = 2) with PPO, as the NASNet paper trained its controller. A child here
-    # is three cells deep and costs a few times a per-layer child, hence fewer of them.
-    "cells": lambda: NASConfig(space="cells", controller_update="ppo", controller_steps=12),
+    # NASNet's cells (B = 2) with PPO, as the NASNet paper trained its controller. A child is
+    # three cells deep: 5 epochs leave many half-trained (a random cell: 0.49-0.85 validation
+    # accuracy after 5, 0.87-0.95 after 10), and each costs a few times a per-layer child,
+    # hence fewer of them.
+    "cells": lambda: NASConfig(space="cells", controller_update="ppo", controller_steps=12, child_epochs=10),
     "smoke": lambda: NASConfig(controller_steps=2, architectures_per_step=2, child_epochs=1),  # for tests
 }
 
