@@ -209,13 +209,13 @@ def build_cell(blocks: Cell, previous: keras.KerasTensor, before: keras.KerasTen
 
     As in NASNet: a 1x1 ReLU convolution first squeezes each input a block reads to
     `filters` channels (with stride 2 where `before` is twice `previous`'s size, after a
-    reduction cell); in a
-    reduction cell the operations applied to the cell's inputs have stride 2; 'concat'
-    joins the two results and a 1x1 ReLU convolution brings them back to `filters`
-    channels, so every hidden state has the same shape; the cell's output concatenates the
-    blocks that no other block reads. Layers are named CELL.bI.left-OPERATION,
-    CELL.bI.right-OPERATION, CELL.bI.add or CELL.bI.concat (+ .project), CELL.c-1, CELL.c-2
-    and CELL.output.
+    reduction cell); in a reduction cell the operations applied to the cell's inputs have
+    stride 2; the cell's output concatenates the blocks that no other block reads. Not as
+    in NASNet: 'concat' joins the two results and a 1x1 ReLU convolution brings them back
+    to `filters` channels, so every hidden state has the same shape.
+
+    Layers are named CELL.c-1, CELL.c-2 (the squeezes), CELL.bI.left-OPERATION,
+    CELL.bI.right-OPERATION, CELL.bI.add or CELL.bI.concat (+ .project), and CELL.output.
     """
     read = {source for block in blocks for source in block.inputs}
     inputs = {"c-1": (previous, 1), "c-2": (before, before.shape[1] // previous.shape[1])}
