@@ -180,20 +180,28 @@ def train_child(architecture: Layers | Cells, splits: Splits, config: NASConfig,
 
 
 def draw(history: list[dict], path: Path, title: str, ylabel: str) -> None:
-    """Every child's reward by controller step, with the step's mean, the baseline and the best so far."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for record in history:
-        rewards = [child["reward"] for child in record["children"]]
-        ax.scatter([record["step"]] * len(rewards), rewards, s=8, color="grey", alpha=0.5)
+    """Left: every child's reward by controller step, with the step's mean, the baseline and the
+    best so far. Right: every child's FLOPs, with the step's mean."""
+    fig, (rewards, flops) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [r["step"] for r in history]
-    ax.plot(steps, [r["mean_reward"] for r in history], label="mean reward of the step", marker=".")
-    ax.plot(steps, [r["baseline"] for r in history], label="moving-average baseline")
-    ax.plot(steps, [r["best_reward"] for r in history], label="best so far", linestyle="--")
-    ax.set_xlabel("controller step")
-    ax.set_ylabel(ylabel)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
+    for record in history:
+        rewards.scatter([record["step"]] * len(record["children"]), [c["reward"] for c in record["children"]],
+                        s=8, color="grey", alpha=0.5)
+        flops.scatter([record["step"]] * len(record["children"]), [c["flops"] for c in record["children"]],
+                      s=8, color="grey", alpha=0.5)
+    rewards.plot(steps, [r["mean_reward"] for r in history], label="mean reward of the step", marker=".")
+    rewards.plot(steps, [r["baseline"] for r in history], label="moving-average baseline")
+    rewards.plot(steps, [r["best_reward"] for r in history], label="best so far", linestyle="--")
+    rewards.set_ylabel(ylabel)
+    rewards.legend()
+    flops.plot(steps, [r["mean_flops"] for r in history], label="mean of the step", marker=".")
+    flops.set_yscale("log")
+    flops.set_ylabel("FLOPs (multiply-adds per image)")
+    flops.legend()
+    for ax in (rewards, flops):
+        ax.set_xlabel("controller step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     fig.savefig(path, bbox_inches="tight", dpi=80)
     plt.close(fig)
 

@@ -155,14 +155,15 @@ def test_the_decoded_cells_are_the_keras_graph_they_name():
         + [f"cell1_reduction.{n}" for n in reduction])
 
 
-@pytest.mark.parametrize("space", [CellSpace(blocks=1), CellSpace(blocks=2, operations=("identity",),
-                                                                   combinations=("concat",))])
+@pytest.mark.parametrize("space", [CellSpace(blocks=1, operations=("identity", "conv_3x3", "max_pool_3x3")),
+                                   CellSpace(blocks=2, operations=("identity",), combinations=("concat",))])
 def test_the_controller_is_a_distribution_over_the_whole_cell_space(space):
     keras.utils.set_random_seed(2)
     controller = Controller(space, units=8)
     every = np.array(list(itertools.product(*[range(len(options)) for _, options in space.decisions])))
-    # blocks=1: (2*2*6*6*2)^2 = 82,944; blocks=2 with one operation and one combination: (2*2 * 3*3)^2 = 1,296
-    assert len(every) == space.size == {1: 82_944, 2: 1_296}[space.blocks]
+    # blocks=1, three operations: (2*2 * 3*3 * 2)^2 = 5,184; blocks=2, one operation and one combination:
+    # (2*2 * 3*3)^2 = 1,296 (block 1 may also read block 0)
+    assert len(every) == space.size == {1: 5_184, 2: 1_296}[space.blocks]
     assert controller.probabilities(every).sum() == pytest.approx(1.0, abs=1e-4)
     draws = controller.sample(64, seed=0)
     assert all(str(space.decode(row)).startswith("normal: b0 = ") for row in draws)
