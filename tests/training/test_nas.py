@@ -46,8 +46,8 @@ def test_a_search_resumes_from_its_last_step(nas_run, tmp_path):
 
 def test_a_cell_search_with_ppo_and_the_flops_reward(tmp_path, capsys):
     run_dir = tmp_path / "cells"
-    assert nas.main(["--preset=smoke", "--space=cells", "--controller_steps=1", "--controller_update=ppo",
-                     "--target_flops=1e5", "--no_progress", f"--out={run_dir}"]) == 0
+    assert nas.main(["--preset=smoke", "--space=cells", "--blocks=1", "--controller_steps=1",
+                     "--controller_update=ppo", "--target_flops=1e5", "--no_progress", f"--out={run_dir}"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     children = [c for r in json.loads((run_dir / "history.json").read_text()) for c in r["children"]]
     for child in children:  # reward = ACC (T / FLOPs)^0.07, FLOPs counted from the child's layers
@@ -55,5 +55,5 @@ def test_a_cell_search_with_ppo_and_the_flops_reward(tmp_path, capsys):
         assert child["reward"] == pytest.approx(child["validation_accuracy"] * (1e5 / child["flops"]) ** 0.07)
     best = max(children, key=lambda child: child["reward"])
     assert (metrics["best_architecture"], metrics["best_flops"]) == (best["architecture"], best["flops"])
-    assert metrics["search_space_size"] == (288 * 648) ** 2 and 0 <= metrics["best_test_accuracy"] <= 1
+    assert metrics["search_space_size"] == (2 * 2 * 6 * 6 * 2) ** 2 and 0 <= metrics["best_test_accuracy"] <= 1
     assert f"{best['flops']:,} FLOPs" in capsys.readouterr().out
