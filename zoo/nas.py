@@ -9,10 +9,11 @@ two controller updates, which together make the three searches the literature is
   designs a normal cell and a reduction cell, each of B blocks of five decisions (two
   inputs, two operations, one combination); a fixed skeleton stacks them. The NASNet
   paper trained its controller with PPO.
-- **FLOPs-aware search** (MnasNet, Tan et al., 2019; the EfficientNet-B0 search, Tan & Le,
-  2019), the one the lectures show last: reward = ACC(m) (T / FLOPs(m))^w (`flops_reward`,
-  with FLOPs from `multiply_adds`), and "the PPO algorithm is used instead of REINFORCE
-  with baseline" (`ppo_controller_loss`). Either space takes either reward and either update.
+- **FLOPs-aware search** (MnasNet, Tan et al., 2019, which measured latency; the
+  EfficientNet-B0 search, Tan & Le, 2019, which counted FLOPs), the one the lectures show
+  last: reward = ACC(m) (T / FLOPs(m))^w (`flops_reward`, with FLOPs from `multiply_adds`),
+  and "the PPO algorithm is used instead of REINFORCE with baseline"
+  (`ppo_controller_loss`). Either space takes either reward and either update.
 
 The controller is an LSTM that makes a space's decisions in order; each is a draw from a
 `tfd.Categorical` whose logits come from the LSTM's state, and the next step reads an
@@ -325,7 +326,8 @@ def multiply_adds(model: keras.Model) -> int:
 
 def flops_reward(accuracy: float | np.ndarray, flops: float | np.ndarray, target_flops: float | None,
                  exponent: float) -> float | np.ndarray:
-    """MnasNet's soft-constrained reward ACC(m) (T / FLOPs(m))^w; the accuracy alone when T is None.
+    """MnasNet's soft-constrained reward with FLOPs for latency, as in the EfficientNet-B0
+    search: ACC(m) (T / FLOPs(m))^w; the accuracy alone when T is None.
 
     Twice the FLOPs costs a factor 2^-w (w = 0.07: 4.7%). With one exponent on both sides
     of the target, T only scales every reward alike: w alone sets the trade-off.
