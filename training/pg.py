@@ -3,6 +3,8 @@
     python -m training reinforce --preset cartpole --out runs/reinforce
     python -m training reinforce_baseline --preset cartpole --out runs/reinforce-baseline
     python -m training a2c --preset cartpole --out runs/a2c
+    python -m training reinforce --preset aliased_grid --out runs/reinforce-aliased
+    python -m training a2c --preset pong --out runs/a2c-pong          # from pixels: hours
 
 Order of work: environments -> policy (and critic), optimizer -> loop (collect with the
 current policy -> returns or n-step targets -> one update -> evaluate -> checkpoint) ->
@@ -10,12 +12,14 @@ final greedy evaluation, metrics.json, learning curves. Two loops, each read top
 
 - `reinforce_loop` (REINFORCE, with or without a baseline) plays whole episodes from one
   environment, `episodes_per_update` of them, and weights each log-probability by its
-  return G_t (minus v(s_t) with the baseline);
+  reward to go G_t or the episode's return r(tau) (`weights`), less a baseline: a moving
+  average of past batches, or the critic's v(s_t) (`reinforce_baseline`);
 - `a2c_loop` steps `num_envs` environments together for `n_steps`, and bootstraps each
   target with the critic: an episode's end cuts it, and a time limit adds gamma * v(last state).
 
 What they share (`Agent`): the network, its numpy copy that acts (one call into TensorFlow
-costs about 0.3 ms, a CartPole step 10 us), the update, the evaluator and the checkpoints.
+costs about 0.3 ms, a CartPole step 10 us; frames go through the network itself, the Nature
+DQN torso), the update, the evaluator and the checkpoints.
 A resumed run ends as the uninterrupted one would: REINFORCE's episodes are seeded one by
 one, and A2C's environments are checkpointed mid-episode.
 """
@@ -36,9 +40,11 @@ from training.config import run_command
 from training.envs import make_env, make_vector_env
 from training.optim import FusedAdam
 from training.rl import Evaluator, RLOptions, VectorRollout
-from zoo.acting import NumpyPolicy, snapshot
-from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, discounted_returns, n_step_targets,
-                                 reinforce_baseline_loss, reinforce_loss)
+from zoo import worlds
+from zoo.acting import NetworkPolicy, NumpyPolicy, snapshot
+from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, n_step_targets, reinforce_baseline_loss,
+                                 reinforce_loss, reinforce_weights)
+from zoo.tabular import evaluate_policy
 
 ALGORITHMS = ("reinforce", "reinforce_baseline", "a2c")
 
@@ -67,8 +73,16 @@ class TrainConfig(RLOptions):
     """Clip each update's gradient to this global norm (none: no clipping)."""
     episodes_per_update: int = 2
     """REINFORCE: whole episodes per update."""
+    weights: Literal["reward_to_go", "trajectory"] = "reward_to_go"
+    """REINFORCE: weight log pi(a_t|s_t) by the return from step t on (G_t), or every step by the
+    whole episode's return r(tau) = G_0 (the same gradient in expectation, with more variance)."""
+    baseline: Literal["none", "moving_average", "learned"] = "learned"
+    """What is subtracted from the weights: nothing (reinforce), a moving average of past batches'
+    mean weight (reinforce), or the critic's v(s_t) (reinforce_baseline and a2c: their critic)."""
+    baseline_rate: float = 0.1
+    """moving_average: b <- b + rate (batch mean - b), bias-corrected as Adam's moments are."""
     normalize_returns: bool = True
-    """REINFORCE: scale each batch's returns to mean 0 and standard deviation 1."""
+    """REINFORCE: scale each batch's weights (after the baseline) to mean 0 and standard deviation 1."""
     num_envs: int = 8
     """A2C: environments stepped together."""
     n_steps: int = 5
@@ -97,10 +111,18 @@ class TrainConfig(RLOptions):
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.algorithm != "reinforce" and self.model.critic == "none":
             raise ValueError(f"{self.algorithm} needs a critic; use --critic=separate or --critic=shared")
+        if self.algorithm == "reinforce" and self.baseline == "learned":
+            raise ValueError("reinforce with a learned baseline is the reinforce_baseline command; "
+                             "reinforce takes --baseline=none or moving_average")
+        if self.algorithm != "reinforce" and self.baseline != "learned":
+            raise ValueError(f"{self.algorithm} subtracts its critic's v(s) (--baseline=learned); "
+                             f"a moving average is for reinforce")
+        if not 0 < self.baseline_rate <= 1:
+            raise ValueError(f"baseline_rate must be in (0, 1], got {self.baseline_rate}")
 
 
-DERIVED = frozenset({"algorithm", "observation_shape", "action_kind", "num_actions", "action_low",
-                     "action_high"})  # from the command and the environment
+DERIVED = frozenset({"algorithm", "observation_shape", "observation_dtype", "torso", "action_kind", "num_actions",
+                     "action_low", "action_high"})  # from the command and the environment
 
 # Presets: with no overrides, each reproduces the figures docs/policy-gradients.md quotes.
 
@@ -110,8 +132,8 @@ def cartpole(algorithm: str) -> TrainConfig:
     if algorithm == "a2c":  # 16 environments halve the updates per step (each costs about 1 ms)
         return TrainConfig(algorithm="a2c", learning_rate=3e-3, entropy_weight=0.01, num_envs=16, n_steps=5,
                            stop_return=475.0, total_steps=100_000)
-    critic = "separate" if algorithm == "reinforce_baseline" else "none"
-    return TrainConfig(algorithm=algorithm, model=PolicyConfig(critic=critic), learning_rate=3e-3,
+    critic, baseline = ("separate", "learned") if algorithm == "reinforce_baseline" else ("none", "none")
+    return TrainConfig(algorithm=algorithm, model=PolicyConfig(critic=critic), baseline=baseline, learning_rate=3e-3,
                        episodes_per_update=2, normalize_returns=algorithm == "reinforce", stop_return=475.0,
                        total_steps=100_000)
 
@@ -132,6 +154,41 @@ def pendulum() -> TrainConfig:
                        total_steps=2_000_000, eval_every=50_000, checkpoint_every=200_000)
 
 
+def aliased_grid() -> TrainConfig:
+    """REINFORCE on AliasedGridWorld-v0 (David Silver's lecture 7): undiscounted returns less a
+    moving average, a small tanh network on the observed walls, the step size annealed to 0
+    (without it the grey cells' coin wanders, 37/63 at the end of one seed: the return is
+    flat near 50/50). Its greedy evaluation gets stuck as every deterministic policy must;
+    metrics.json's policy_return is what sampling from it earns."""
+    return TrainConfig(algorithm="reinforce", env="AliasedGridWorld-v0",
+                       model=PolicyConfig(hidden=(32,), critic="none"), baseline="moving_average",
+                       normalize_returns=False, gamma=1.0, learning_rate=1e-2, anneal_learning_rate=True,
+                       episodes_per_update=8, total_steps=30_000, eval_every=5_000, checkpoint_every=30_000)
+
+
+def pong() -> TrainConfig:
+    """A2C on ALE/Pong-v5 from pixels, through the Nature DQN torso (training/envs.py's Atari
+    preprocessing: frame skip 4, 84x84 grey, 4 frames stacked, rewards clipped to their sign).
+    A3C's settings (Mnih et al., 2016) run synchronously: 16 environments x 5 steps, entropy
+    weight 0.01, one torso for the policy and the value, gradients clipped to norm 0.5,
+    2.5M agent steps (10M frames). Adam at 7e-4 where A3C used RMSProp. A user's run of hours,
+    not CI's (docs/policy-gradients.md gives the speed measured here)."""
+    return TrainConfig(algorithm="a2c", env="ALE/Pong-v5", model=PolicyConfig(critic="shared"), num_envs=16, n_steps=5,
+                       learning_rate=7e-4, entropy_weight=0.01, max_grad_norm=0.5, total_steps=2_500_000,
+                       eval_every=100_000, eval_episodes=3, final_eval_episodes=10, checkpoint_every=100_000)
+
+
+def pong_smoke(algorithm: str) -> TrainConfig:
+    """For tests: one update from Pong frames (A2C: 2 environments x 5 steps; REINFORCE: one
+    whole game), one game of evaluation."""
+    small = {"eval_episodes": 1, "final_eval_episodes": 1, "checkpoint_every": 1_000_000}
+    if algorithm == "a2c":
+        return dataclasses.replace(pong(), num_envs=2, n_steps=5, total_steps=10, eval_every=10, **small)
+    critic, baseline = ("shared", "learned") if algorithm == "reinforce_baseline" else ("none", "none")
+    return TrainConfig(algorithm=algorithm, env="ALE/Pong-v5", model=PolicyConfig(critic=critic), baseline=baseline,
+                       learning_rate=7e-4, episodes_per_update=1, total_steps=1, eval_every=1, **small)
+
+
 def smoke(algorithm: str) -> TrainConfig:
     """For tests: a few seconds of CartPole (A2C's 16 environments need more steps to show learning)."""
     return dataclasses.replace(cartpole(algorithm), total_steps=10_000 if algorithm == "a2c" else 5_000,
@@ -139,9 +196,13 @@ def smoke(algorithm: str) -> TrainConfig:
 
 
 def presets(algorithm: str) -> dict[str, Callable[[], TrainConfig]]:
-    """The command's presets: cartpole and smoke for every algorithm; acrobot and pendulum for A2C."""
-    named = {"cartpole": lambda: cartpole(algorithm), "smoke": lambda: smoke(algorithm)}
-    return {**named, "acrobot": acrobot, "pendulum": pendulum} if algorithm == "a2c" else named
+    """The command's presets: cartpole, smoke and pong_smoke for every algorithm; aliased_grid
+    for REINFORCE; acrobot, pendulum and pong for A2C."""
+    named = {"cartpole": lambda: cartpole(algorithm), "smoke": lambda: smoke(algorithm),
+             "pong_smoke": lambda: pong_smoke(algorithm)}
+    if algorithm == "reinforce":
+        named["aliased_grid"] = aliased_grid
+    return {**named, "acrobot": acrobot, "pendulum": pendulum, "pong": pong} if algorithm == "a2c" else named
 
 
 # ALGO LOGIC: each algorithm's loss on a batch of steps; `mask` zeroes the steps that are not transitions.
@@ -175,7 +236,7 @@ def make_update(network: PolicyNetwork, optimizer: FusedAdam, config: TrainConfi
     """
     variables, terms_of = network.trainable_variables, LOSSES[config.algorithm]
     continuous = config.model.action_kind == "continuous"
-    signature = [tf.TensorSpec([None, *config.model.observation_shape], tf.float32),
+    signature = [tf.TensorSpec([None, *config.model.observation_shape], config.model.observation_dtype),
                  tf.TensorSpec([None, config.model.num_actions] if continuous else [None],
                                tf.float32 if continuous else tf.int32),
                  tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)]
@@ -201,13 +262,17 @@ def policy_config(env: gym.Env, config: TrainConfig) -> PolicyConfig:
         kind, actions = "continuous", int(space.shape[0])
     else:
         raise UserError(f"{config.env} has a {type(space).__name__} action space; expected Discrete or a 1-D Box")
-    if len(env.observation_space.shape) != 1:
-        raise UserError(f"{config.env} has observations of shape {env.observation_space.shape}; expected vectors")
+    shape = tuple(int(d) for d in env.observation_space.shape)
+    frames = len(shape) == 3 and env.observation_space.dtype == np.uint8
+    if len(shape) != 1 and not frames:
+        raise UserError(f"{config.env} has observations of shape {shape} ({env.observation_space.dtype}); "
+                        f"expected vectors or uint8 frames [height, width, frames]")
     bounds = {}
     if kind == "continuous":
         bounds = {"action_low": float(np.min(space.low)), "action_high": float(np.max(space.high))}
-    return dataclasses.replace(config.model, observation_shape=tuple(env.observation_space.shape),
-                               action_kind=kind, num_actions=actions, **bounds)
+    return dataclasses.replace(config.model, observation_shape=shape, action_kind=kind, num_actions=actions,
+                               observation_dtype="uint8" if frames else "float32", torso="nature" if frames else "mlp",
+                               **bounds)
 
 
 class Agent:
@@ -222,7 +287,8 @@ class Agent:
         self.rng = np.random.default_rng(config.seed)
         self.checkpoints = run.checkpoints(config.checkpoint_every, model=self.network, optimizer=self.optimizer,
                                            rng=self.rng)
-        self.policy = NumpyPolicy(self.network, snapshot(self.network.trainable_variables))
+        self._through_network = NetworkPolicy(self.network) if config.model.torso == "nature" else None
+        self.policy = self.acting(snapshot(self.network.trainable_variables))
         space = eval_env.action_space
         self.bounds = (space.low, space.high) if config.model.action_kind == "continuous" else None
         self.evaluator = Evaluator(config, eval_env, lambda observation: self.to_env(self.policy.act(observation, None)),
@@ -230,6 +296,10 @@ class Agent:
         self._update = make_update(self.network, self.optimizer, config)  # traced here: on the training clock
         self.bar = tqdm(total=config.total_steps, unit="step", disable=not progress, dynamic_ncols=True,
                         desc=f"{config.algorithm} {config.env}")
+
+    def acting(self, weights: dict) -> NumpyPolicy | NetworkPolicy:
+        """The policy that acts with `weights`: a numpy copy of an MLP, or the network itself for frames."""
+        return self._through_network or NumpyPolicy(self.network, weights)
 
     def to_env(self, action: np.ndarray) -> np.ndarray:
         """Continuous actions clipped to the action space's bounds, as the environment takes them."""
@@ -240,7 +310,7 @@ class Agent:
         saved = self.checkpoints.restore()
         if saved is not None:
             self.evaluator.restore(saved.state["evaluator"])
-            self.policy = NumpyPolicy(self.network, snapshot(self.network.trainable_variables))
+            self.policy = self.acting(snapshot(self.network.trainable_variables))
             self.bar.update(saved.step)
         return saved
 
@@ -254,7 +324,7 @@ class Agent:
             self.optimizer.learning_rate.assign(
                 self.config.learning_rate * max(0.0, 1.0 - previous / self.config.total_steps))
         terms, weights = self._update(*batch)
-        self.policy = NumpyPolicy(self.network, weights)
+        self.policy = self.acting(weights)
         return {name: float(value) for name, value in terms.items()}
 
     def evaluate_and_save(self, previous: int, step: int, terms: dict[str, float], episode_returns: list[float],
@@ -274,7 +344,24 @@ class Agent:
         self.bar.close()
         return self.evaluator.finish(step, self.config.total_steps, episode_returns,
                                      f"{self.config.algorithm} on {self.config.env}",
-                                     algorithm=self.config.algorithm, env=self.config.env)
+                                     algorithm=self.config.algorithm, env=self.config.env,
+                                     **exact_policy_metrics(self.evaluator.env, self.policy))
+
+
+def exact_policy_metrics(env: gym.Env, policy: NumpyPolicy | NetworkPolicy) -> dict:
+    """On the small worlds of zoo/worlds.py (their model is known): what the trained policy
+    does in each true state, `state_probabilities` [S][A] (states that look alike get the same),
+    and `policy_return`, the exact expected return of sampling from it over the time limit (the
+    greedy evaluation shows only its mode, which may get stuck where sampling does not).
+    Nothing for other environments."""
+    world = env.unwrapped
+    if not isinstance(world, worlds.TabularWorld) or policy.config.action_kind != "discrete":
+        return {}
+    logits = policy.outputs(np.array([world.observe(s) for s in range(len(world.P))], np.float32))
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    values = evaluate_policy(env, probabilities, env.spec.max_episode_steps)
+    return {"state_probabilities": probabilities.tolist(), "policy_return": float(world.initial_state_distrib @ values)}
 
 
 @dataclasses.dataclass
@@ -299,8 +386,27 @@ def play_episode(env: gym.Env, agent: Agent, seed: int) -> Episode:
         rewards.append(reward * agent.config.reward_scale)
         observation, done = next_observation, terminated or truncated
     action_dtype = np.float32 if agent.config.model.action_kind == "continuous" else np.int32
-    return Episode(np.asarray(observations, np.float32), np.asarray(actions).astype(action_dtype),
-                   np.asarray(rewards, np.float32), float(info["episode"]["r"]))
+    return Episode(np.asarray(observations, agent.config.model.observation_dtype),
+                   np.asarray(actions).astype(action_dtype), np.asarray(rewards, np.float32),
+                   float(info["episode"]["r"]))
+
+
+@dataclasses.dataclass
+class MovingAverage:
+    """REINFORCE's moving-average baseline: b <- b + rate (x - b) from b = 0, read bias-corrected
+    as b / (1 - (1 - rate)^n) after n values (Adam's correction), and 0 before the first."""
+
+    rate: float
+    average: float = 0.0
+    count: int = 0
+
+    @property
+    def value(self) -> float:
+        return self.average / (1.0 - (1.0 - self.rate) ** self.count) if self.count else 0.0
+
+    def add(self, x: float) -> None:
+        self.average += self.rate * (x - self.average)
+        self.count += 1
 
 
 def reinforce_loop(agent: Agent) -> tuple[int, list[float]]:
@@ -308,16 +414,22 @@ def reinforce_loop(agent: Agent) -> tuple[int, list[float]]:
     config = agent.config
     env = make_env(config.env)
     step, episode_seed, episode_returns = 0, config.seed, []
+    average = MovingAverage(config.baseline_rate)
     if (saved := agent.restore()) is not None:
         step, episode_seed = saved.step, saved.state["episode_seed"]
         episode_returns = list(saved.state["episode_returns"])
+        average = MovingAverage(config.baseline_rate, *saved.state["moving_average"])
     while step < config.total_steps and agent.running:
-        # ALGO LOGIC: whole episodes with the current policy, and their discounted returns G_t.
+        # ALGO LOGIC: whole episodes with the current policy; each step's weight (G_t or r(tau)),
+        # less the moving average of the batches before this one.
         episodes = [play_episode(env, agent, episode_seed + k) for k in range(config.episodes_per_update)]
         episode_seed += config.episodes_per_update
         episode_returns += [episode.score for episode in episodes]
-        returns = np.concatenate([discounted_returns(e.rewards, np.zeros_like(e.rewards), config.gamma)
-                                  for e in episodes])
+        returns = np.concatenate([reinforce_weights(e.rewards, config.gamma, config.weights) for e in episodes])
+        if config.baseline == "moving_average":
+            baseline = average.value
+            average.add(float(returns.mean()))
+            returns = returns - baseline
         if config.normalize_returns:
             returns = (returns - returns.mean()) / (returns.std() + 1e-8)
         previous, step = step, step + len(returns)
@@ -327,7 +439,8 @@ def reinforce_loop(agent: Agent) -> tuple[int, list[float]]:
                               np.concatenate([e.actions for e in episodes]), returns.astype(np.float32),
                               np.ones(len(returns), np.float32)), previous)
         agent.evaluate_and_save(previous, step, terms, episode_returns,
-                                state={"episode_seed": episode_seed, "episode_returns": episode_returns})
+                                state={"episode_seed": episode_seed, "episode_returns": episode_returns,
+                                       "moving_average": [average.average, average.count]})
     env.close()
     return step, episode_returns
 
@@ -344,7 +457,7 @@ def a2c_loop(agent: Agent) -> tuple[int, list[float]]:
     continuous = model.action_kind == "continuous"
     while step < config.total_steps and agent.running:
         # ALGO LOGIC: n steps of every environment with the current policy.
-        observations = np.zeros((*shape, *model.observation_shape), np.float32)
+        observations = np.zeros((*shape, *model.observation_shape), model.observation_dtype)
         actions = np.zeros((*shape, model.num_actions) if continuous else shape, np.float32 if continuous else np.int32)
         rewards, cut, mask = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
         for t in range(config.n_steps):
@@ -396,6 +509,9 @@ def main(algorithm: str, argv: list[str] | None = None) -> int:
                              presets(algorithm), "cartpole", train, hidden=DERIVED)
     print(f"final greedy return {metrics['final_eval_return']:.1f} over {metrics['final_eval_episodes']} episodes; "
           f"{metrics['steps']} steps in {metrics['train_seconds']:.1f} s of training")
+    if "policy_return" in metrics:
+        print(f"sampling from the policy: an expected return of {metrics['policy_return']:.2f} (exact, from the "
+              f"world's model; each state's action probabilities are in metrics.json)")
     return 0
 
 

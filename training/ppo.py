@@ -201,6 +201,9 @@ def train(config: PPOConfig, out: str | Path, *, progress: bool = True) -> dict:
     config = dataclasses.replace(config, model=policy_config(eval_env, config))
     if config.model.critic == "none":
         raise UserError("ppo needs a critic; use --critic=separate or --critic=shared")
+    if config.model.torso != "mlp":
+        raise UserError(f"ppo acts in numpy on vector observations, and {config.env}'s are frames; "
+                        f"train on frames with a2c or reinforce")
     run = Run.open(out, config, family="policy_gradient", kind="policy", model=config.model)
     if run.finished:
         return run.metrics

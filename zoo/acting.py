@@ -4,13 +4,15 @@ An RL loop asks its policy for an action at every environment step. On these CPU
 into TensorFlow costs about 0.3 ms, a CartPole step about 10 us and a small MLP in numpy
 about 10 us, so MLP agents act through these copies of their Keras networks, refreshed with
 the weights each update returns (`{variable.path: value}`). tests/zoo/test_acting.py holds
-each copy to the network it mirrors.
+each copy to the network it mirrors. Agents that see frames act through their network
+(`NetworkPolicy`): convolutions are TensorFlow's work.
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from zoo.dqn import QNetwork
 from zoo.policy_gradient import PolicyNetwork
@@ -62,6 +64,8 @@ class NumpyPolicy:
     """A PolicyNetwork: the distribution's parameters, sampled and greedy actions, and v(s)."""
 
     def __init__(self, network: PolicyNetwork, weights: Weights):
+        if network.config.torso != "mlp":
+            raise ValueError("numpy policies are for the MLP torso; act through the network (NetworkPolicy) for frames")
         self.config = network.config
         self.policy = _dense([*network.policy_torso.layers, network.action_head], weights)
         continuous = self.config.action_kind == "continuous"
@@ -78,19 +82,43 @@ class NumpyPolicy:
 
     def act(self, observation: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """Actions drawn with `rng`, or the distribution's mode when rng is None."""
-        out = self.outputs(observation)
-        if self.config.action_kind == "continuous":
-            if rng is None:
-                return out
-            return out + np.exp(self.log_stddev) * rng.standard_normal(out.shape)
-        if rng is None:
-            return out.argmax(axis=-1)
-        # inverse-CDF sampling of the softmax
-        probabilities = np.exp(out - out.max(axis=-1, keepdims=True))
-        cumulative = np.cumsum(probabilities, axis=-1)
-        draws = rng.random((len(out), 1)) * cumulative[:, -1:]
-        return np.minimum((cumulative < draws).sum(axis=-1), out.shape[-1] - 1)
+        return _draw(self.outputs(observation), self.log_stddev, rng)
 
     def values(self, observation: np.ndarray) -> np.ndarray:
         """v(s) [b]."""
         return _mlp(self.value, np.asarray(observation, np.float32), np.tanh)[:, 0]
+
+
+def _draw(out: np.ndarray, log_stddev: np.ndarray | None, rng: np.random.Generator | None) -> np.ndarray:
+    """Actions from a policy's outputs [b, num_actions] (logits, or a Gaussian's mean when
+    `log_stddev` is given): drawn with `rng`, or the mode when rng is None."""
+    if log_stddev is not None:
+        return out if rng is None else out + np.exp(log_stddev) * rng.standard_normal(out.shape)
+    if rng is None:
+        return out.argmax(axis=-1)
+    # inverse-CDF sampling of the softmax
+    probabilities = np.exp(out - out.max(axis=-1, keepdims=True))
+    cumulative = np.cumsum(probabilities, axis=-1)
+    draws = rng.random((len(out), 1)) * cumulative[:, -1:]
+    return np.minimum((cumulative < draws).sum(axis=-1), out.shape[-1] - 1)
+
+
+class NetworkPolicy:
+    """A PolicyNetwork acting through itself (for frames), with NumpyPolicy's methods: it reads
+    the network's variables at every call, so it needs no refreshing after an update."""
+
+    def __init__(self, network: PolicyNetwork):
+        self.config = network.config
+        self.network = network
+        self._call = tf.function(network.call, autograph=False)
+        self.log_stddev = network.log_stddev if self.config.action_kind == "continuous" else None
+
+    def outputs(self, observation: np.ndarray) -> np.ndarray:
+        return self._call(observation)["logits" if self.log_stddev is None else "mean"].numpy()
+
+    def act(self, observation: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        return _draw(self.outputs(observation), None if self.log_stddev is None else self.log_stddev.numpy(), rng)
+
+    def values(self, observation: np.ndarray) -> np.ndarray:
+        return self._call(observation)["value"].numpy()
+

@@ -86,6 +86,19 @@ def td_loss(q_values: tf.Tensor, action: tf.Tensor, target: tf.Tensor,
     return tf.reduce_mean(per_example)
 
 
+def nature_torso() -> list[keras.layers.Layer]:
+    """The Nature DQN torso (Mnih et al., 2015): 84x84x4 frames in [0, 1] -> 512 features, through
+    convolutions of 32 8x8 filters (stride 4), 64 4x4 (stride 2) and 64 3x3, then a dense layer;
+    ReLU throughout. The policy-gradient agents take frames through it too."""
+    return [
+        keras.layers.Conv2D(32, 8, strides=4, activation="relu", name="conv1"),
+        keras.layers.Conv2D(64, 4, strides=2, activation="relu", name="conv2"),
+        keras.layers.Conv2D(64, 3, strides=1, activation="relu", name="conv3"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(512, activation="relu", name="dense"),
+    ]
+
+
 class QNetwork(keras.Model):
     """Observations [b, ...] -> Q-values [b, num_actions]."""
 
@@ -93,13 +106,7 @@ class QNetwork(keras.Model):
         super().__init__(**kwargs)
         self.config = config
         if config.torso == "nature":
-            self.torso = [
-                keras.layers.Conv2D(32, 8, strides=4, activation="relu", name="conv1"),
-                keras.layers.Conv2D(64, 4, strides=2, activation="relu", name="conv2"),
-                keras.layers.Conv2D(64, 3, strides=1, activation="relu", name="conv3"),
-                keras.layers.Flatten(name="flatten"),
-                keras.layers.Dense(512, activation="relu", name="dense"),
-            ]
+            self.torso = nature_torso()
         else:
             self.torso = [keras.layers.Dense(width, activation="relu", name=f"dense{i}")
                           for i, width in enumerate(config.hidden)]

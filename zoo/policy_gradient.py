@@ -5,10 +5,10 @@ policy optimisation (PPO; Schulman et al., 2017, the clipped objective).
 - `PolicyNetwork`: a Keras 3 model from observations to a TFP distribution over actions
   (`tfd.Categorical` for discrete actions, a diagonal Gaussian for continuous ones) and,
   when it has a critic, to a state value v(s); the critic has its own torso or shares the
-  policy's.
-- The losses are pure functions of tensors, written after the math:
-  `discounted_returns`, `reinforce_loss`, `reinforce_baseline_loss`, `n_step_targets`
-  and `a2c_loss`; for PPO `gae_targets`, `normalize_advantages`, `clipped_surrogate_loss`,
+  policy's. Vectors go through tanh layers, uint8 frames through the Nature DQN torso.
+- The losses are pure functions of tensors, written after the math: `discounted_returns`,
+  `reinforce_weights`, `reinforce_loss`, `reinforce_baseline_loss`, `n_step_targets` and
+  `a2c_loss`; for PPO `gae_targets`, `normalize_advantages`, `clipped_surrogate_loss`,
   `clipped_value_loss` and `ppo_loss`. Log-probabilities and entropies come from the
   distribution.
 
@@ -27,6 +27,7 @@ import tensorflow_probability as tfp
 
 tfd = tfp.distributions
 
+from zoo.dqn import nature_torso
 from zoo.signatures import Signature
 
 
@@ -35,7 +36,11 @@ class PolicyConfig:
     """Architecture of a policy (observation shape and actions are set from the environment)."""
 
     observation_shape: tuple[int, ...] = (4,)
-    """Shape of one observation vector."""
+    """Shape of one observation: (d,) for vectors, (84, 84, 4) for stacked Atari frames."""
+    observation_dtype: Literal["float32", "uint8"] = "float32"
+    """float32 vectors, or uint8 frames (scaled to [0, 1] inside the network)."""
+    torso: Literal["mlp", "nature"] = "mlp"
+    """'mlp' (tanh layers of `hidden` widths) for vectors; 'nature' for 84x84x4 frames: the Nature DQN torso."""
     action_kind: Literal["discrete", "continuous"] = "discrete"
     """Categorical over actions, or a diagonal Gaussian over an action vector."""
     num_actions: int = 2
@@ -52,6 +57,9 @@ class PolicyConfig:
     def __post_init__(self):
         if self.num_actions < 1:
             raise ValueError(f"num_actions must be at least 1, got {self.num_actions}")
+        if self.torso == "nature" and len(self.observation_shape) != 3:
+            raise ValueError(f"the nature torso takes [height, width, frames] observations, "
+                             f"got shape {self.observation_shape}")
 
 
 # ALGO LOGIC: returns, advantages and the three losses.
@@ -70,6 +78,16 @@ def discounted_returns(rewards: np.ndarray, terminated: np.ndarray, gamma: float
         following = rewards[t] + gamma * (1.0 - terminated[t]) * following
         returns[t] = following
     return returns.astype(np.float32)
+
+
+def reinforce_weights(rewards: np.ndarray, gamma: float,
+                      kind: Literal["reward_to_go", "trajectory"] = "reward_to_go") -> np.ndarray:
+    """The weight of each step's log pi(a_t|s_t) in REINFORCE's estimate, for one whole episode [T]:
+    the reward to go G_t = r_t + gamma r_{t+1} + ..., or the trajectory's return r(tau) = G_0 at
+    every step (actions cannot change rewards that came before them, so dropping those keeps the
+    expectation and lowers the variance)."""
+    returns = discounted_returns(rewards, np.zeros_like(rewards), gamma)
+    return returns if kind == "reward_to_go" else np.full_like(returns, returns[0])
 
 
 def n_step_targets(rewards: np.ndarray, terminated: np.ndarray, values: np.ndarray | float,
@@ -200,29 +218,35 @@ def ppo_loss(log_probs: tf.Tensor, old_log_probs: tf.Tensor, advantages: tf.Tens
     return terms
 
 
-def _torso(hidden: tuple[int, ...], name: str) -> keras.Sequential:
-    return keras.Sequential([keras.layers.Dense(w, activation="tanh") for w in hidden], name=name)
+def _torso(config: PolicyConfig, name: str) -> keras.Sequential:
+    if config.torso == "nature":
+        return keras.Sequential(nature_torso(), name=name)
+    return keras.Sequential([keras.layers.Dense(w, activation="tanh") for w in config.hidden], name=name)
 
 
 class PolicyNetwork(keras.Model):
-    """Observations [b, d] -> a distribution over actions, and v(s) [b] when it has a critic."""
+    """Observations [b, d] (or frames [b, 84, 84, 4]) -> a distribution over actions, and v(s) [b]
+    when it has a critic."""
 
     def __init__(self, config: PolicyConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.policy_torso = _torso(config.hidden, "policy_torso")
+        self.policy_torso = _torso(config, "policy_torso")
         self.action_head = keras.layers.Dense(config.num_actions, name="action_head",
                                               kernel_initializer=keras.initializers.Orthogonal(0.01))
         if config.action_kind == "continuous":
             self.log_stddev = self.add_weight(shape=(config.num_actions,), initializer="zeros", name="log_stddev")
         if config.critic == "separate":
-            self.value_torso = _torso(config.hidden, "value_torso")
+            self.value_torso = _torso(config, "value_torso")
         if config.critic != "none":
             self.value_head = keras.layers.Dense(1, name="value_head")
         self(tf.zeros((1, *config.observation_shape)))
 
     def call(self, observation: tf.Tensor) -> dict[str, tf.Tensor]:
         """The distribution's parameters (logits, or mean and stddev) and the value, as tensors."""
+        observation = tf.cast(observation, tf.float32)
+        if self.config.observation_dtype == "uint8":
+            observation = observation / 255.0
         features = self.policy_torso(observation)
         outputs = {}
         if self.config.action_kind == "discrete":
@@ -244,7 +268,7 @@ class PolicyNetwork(keras.Model):
     # Serving: sampled and greedy actions, the distribution's parameters, the value.
 
     def observation_spec(self, name: str = "observation") -> tf.TensorSpec:
-        return tf.TensorSpec([None, *self.config.observation_shape], tf.float32, name=name)
+        return tf.TensorSpec([None, *self.config.observation_shape], self.config.observation_dtype, name=name)
 
     def action_spec(self) -> tuple:
         """(shape, dtype, minimum, maximum) of one action, for tf-agents' policy specs."""

@@ -30,9 +30,10 @@ COLOURS = {".": (255, 255, 255), "S": (255, 255, 255), "g": (160, 160, 160), "#"
 class TabularWorld(gym.Env):
     """A finite world given by its model; subclasses set `P`, `initial_state_distrib`, the
     spaces, `layout` (rows of characters, see COLOURS), `cells` (the (row, column) of each
-    state in the layout) and `observe`."""
+    state in the layout), `arrows` (unless its actions are N, E, S, W) and `observe`."""
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
+    arrows = "↑→↓←"  # how each action is drawn, in action order
     P: dict[int, dict[int, list[Transition]]]
     initial_state_distrib: np.ndarray
     layout: list[str]
@@ -122,6 +123,7 @@ class ShortCorridor(TabularWorld):
     """
 
     layout = ["S<.G"]
+    arrows = "←→"
     cells = [(0, 0), (0, 1), (0, 2), (0, 3)]
     observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -137,6 +139,16 @@ class ShortCorridor(TabularWorld):
 
     def observe(self, state: int) -> np.ndarray:
         return np.ones(1, np.float32)
+
+    @staticmethod
+    def start_value(p_right: np.ndarray | float) -> np.ndarray | float:
+        """v(S) of the policy that goes right with probability p in every state (no time limit)."""
+        return (2 * p_right - 4) / (p_right * (1 - p_right))
+
+    OPTIMAL_RIGHT = 2 - np.sqrt(2)
+    """p* = 2 - sqrt 2, the best probability of "right"."""
+    OPTIMAL_VALUE = -(6 + 4 * np.sqrt(2))
+    """v*(S) = -(6 + 4 sqrt 2) = -11.657."""
 
 
 class AliasedGridWorld(TabularWorld):

@@ -22,7 +22,7 @@ DIFFERENT = {  # command -> (the trained run it is pointed at, options that diff
     "pixelcnn": ("pixelcnn_run", ["--preset=smoke", "--filters=8"], "filters"),
     "dqn": ("dqn_run", ["--preset=smoke", "--learning_rate=0.5"], "learning_rate"),
     "reinforce": ("reinforce", ["--preset=smoke", "--gamma=0.9"], "gamma"),
-    "reinforce_baseline": ("reinforce", ["--preset=smoke"], "algorithm, critic, normalize_returns"),
+    "reinforce_baseline": ("reinforce", ["--preset=smoke"], "algorithm, baseline, critic, normalize_returns"),
     "a2c": ("a2c", ["--preset=smoke", "--n_steps=4"], "n_steps"),
     "nas": ("nas_run", ["--preset=smoke", "--child_epochs=2"], "child_epochs"),
 }
@@ -49,7 +49,7 @@ def test_a_run_of_another_family_is_refused(dqn_run, capsys):
 ])
 def test_an_unusable_run_directory_is_refused(command, out, message, tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a directory")
-    preset = [] if command in ("bandits", "pg_compare", "nas") else ["--preset=smoke"]
+    preset = [] if command in ("bandits", "pg_compare", "nas", "tabular") else ["--preset=smoke"]
     assert refusal([command, *preset, f"--out={out.format(tmp=tmp_path)}"], capsys).endswith(
         message.format(tmp=tmp_path))
 

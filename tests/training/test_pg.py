@@ -72,7 +72,9 @@ def test_a2c_trains_a_shared_critic(tmp_path):
 
 
 @pytest.mark.parametrize("algorithm, argv, message", [
-    ("a2c", ["--env", "ALE/Pong-v5"], "ALE/Pong-v5 has observations of shape (84, 84, 4); expected vectors"),
+    ("a2c", ["--env", "StarGrid-v0"], "StarGrid-v0 has observations of shape () (int64); expected vectors or uint8"),
+    ("reinforce", ["--baseline", "learned"], "reinforce with a learned baseline is the reinforce_baseline command"),
+    ("a2c", ["--baseline", "moving_average"], "a2c subtracts its critic's v(s) (--baseline=learned)"),
     ("reinforce_baseline", ["--critic", "none"], "reinforce_baseline needs a critic; use --critic=separate"),
 ])
 def test_cli_refuses_what_it_cannot_train(algorithm, argv, message, tmp_path, capsys):
@@ -115,3 +117,87 @@ def test_annealing_takes_the_step_size_linearly_to_zero(tmp_path):
     # updates every 16 x 5 = 80 steps; the last one starts at step 720: 3e-3 * (1 - 720 / 800)
     learning_rate = reader.get_tensor("optimizer/learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
     assert float(learning_rate) == pytest.approx(3e-4, rel=1e-4)
+
+
+def test_the_moving_average_baseline_is_bias_corrected():
+    average = pg.MovingAverage(rate=0.5)
+    assert average.value == 0.0  # nothing seen: no baseline
+    average.add(10.0)  # b = 0 + 0.5 (10 - 0) = 5, corrected by 1 - 0.5 = 0.5: 10
+    assert average.value == 10.0
+    average.add(4.0)  # b = 5 + 0.5 (4 - 5) = 4.5, corrected by 1 - 0.25 = 0.75: 6 (= (0.5 * 10 + 4) / 1.5)
+    assert average.value == pytest.approx(6.0)
+
+
+def test_reinforce_on_the_aliased_grid_world_learns_a_coin_in_the_grey_cells(tmp_path):
+    """The two grey cells look alike, so a deterministic policy takes the same move in both and gets
+    stuck on one side: the best returns -14.6 (tests/zoo/test_worlds.py, exactly). REINFORCE's
+    stochastic policy ends near 50/50 between E and W there, and its exact expected return (the
+    preset's metrics: sampling from it over the 50-step limit) beats -14.6; a fair coin there earns 7.2."""
+    metrics = pg.train(pg.aliased_grid(), tmp_path, progress=False)
+    grey = np.array(metrics["state_probabilities"])[[1, 3]]  # top cells 0-4 in reading order; 1 and 3 are grey
+    np.testing.assert_allclose(grey[0], grey[1])  # they look alike: one distribution
+    north, east, south, west = grey[0]
+    assert east + west > 0.95 and abs(east - 0.5) < 0.1, grey[0]
+    assert metrics["policy_return"] > -14.6 + 10, metrics["policy_return"]
+    assert metrics["final_eval_return"] < metrics["policy_return"]  # greedy: stuck on one side
+
+
+def test_a2c_learns_from_pong_frames_and_its_export_serves_them(tmp_path):
+    """The pong_smoke preset: uint8 frames [84, 84, 4] through the Nature torso, one update of 2
+    environments x 5 steps, a whole game of evaluation; the export takes uint8 frames."""
+    import keras
+
+    from export.savedmodel import export_run, load_run
+    from export.verify import verify
+    from zoo.policy_gradient import PolicyNetwork
+
+    config = pg.pong_smoke("a2c")
+    metrics = pg.train(config, tmp_path / "run", progress=False)
+    model = json.loads((tmp_path / "run" / "model.json").read_text())["config"]
+    assert (model["observation_shape"], model["observation_dtype"], model["torso"]) == ([84, 84, 4], "uint8", "nature")
+    assert -21 <= metrics["final_eval_return"] <= 21  # a whole game, scored as the game scores it
+    trained, _ = load_run(tmp_path / "run")
+    keras.utils.set_random_seed(config.seed)
+    untrained = PolicyNetwork(trained.config)  # the network the run started from
+    frames = np.random.default_rng(0).integers(0, 256, (4, 84, 84, 4), dtype=np.uint8)
+    assert not np.allclose(untrained(frames)["logits"], trained(frames)["logits"])  # the update moved the policy
+    version_dir = export_run(tmp_path / "run", tmp_path / "models", "pong_a2c")
+    _, results = verify(version_dir)  # every signature, through the session-based loader, on uint8 frames
+    assert all(result.ok for result in results), results
+
+
+def test_reinforce_plays_a_game_of_pong_and_learns_from_its_frames(tmp_path):
+    """REINFORCE's own path on frames: a whole game through the network, stored as uint8, one update."""
+    from rundir import Run
+    from training.envs import make_env
+
+    config = pg.pong_smoke("reinforce")
+    eval_env = make_env(config.env, training=False)
+    config = dataclasses.replace(config, model=pg.policy_config(eval_env, config))
+    agent = pg.Agent(config, Run.open(tmp_path, config, family="policy_gradient", kind="policy", model=config.model),
+                     eval_env, progress=False)
+    episode = pg.play_episode(make_env(config.env), agent, seed=0)
+    assert episode.observations.dtype == np.uint8 and episode.observations.shape[1:] == (84, 84, 4)
+    assert -21 <= episode.score < 0 and len(episode.actions) > 500  # an untrained policy loses a whole game
+    before = agent.policy.outputs(episode.observations[:8])
+    weights = pg.reinforce_weights(episode.rewards, config.gamma)
+    terms = agent.update((episode.observations, episode.actions, (weights - weights.mean()) / weights.std(),
+                          np.ones(len(weights), np.float32)), 0)
+    assert np.isfinite(terms["loss"]) and not np.allclose(before, agent.policy.outputs(episode.observations[:8]))
+
+
+def test_reinforce_weighing_whole_trajectories_less_a_moving_average_learns_and_resumes(tmp_path, capsys):
+    """--weights=trajectory --baseline=moving_average on raw returns: CartPole still learns, and a
+    run stopped after its next-to-last checkpoint resumes to the same end (the average is saved)."""
+    config = dataclasses.replace(pg.smoke("reinforce"), weights="trajectory", baseline="moving_average",
+                                 normalize_returns=False)
+    whole = pg.train(config, tmp_path / "whole", progress=False)
+    history = json.loads((tmp_path / "whole" / "history.json").read_text())
+    assert max(r["eval_return"] for r in history) > 40, history
+    shutil.copytree(tmp_path / "whole", tmp_path / "run")
+    last = max(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir())
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / str(last))
+    (tmp_path / "run" / "metrics.json").unlink()
+    resumed = pg.train(config, tmp_path / "run", progress=False)
+    assert "resuming from step" in capsys.readouterr().out
+    assert without_wall_clock(resumed) == without_wall_clock(whole)

@@ -65,6 +65,10 @@ def test_cli_refuses_what_it_cannot_train(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         ppo.main(["--critic", "none", "--out", str(tmp_path / "b")])
     assert exit_.value.code == 2 and "ppo needs a critic" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        ppo.main(["--env", "ALE/Pong-v5", "--out", str(tmp_path / "c")])
+    assert exit_.value.code == 2 and "ppo acts in numpy on vector observations, and ALE/Pong-v5's are frames" in \
+        capsys.readouterr().err
 
 
 def _session_player(version_dir):

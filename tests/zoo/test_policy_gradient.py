@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, clipped_surrogate_loss, clipped_value_loss,
                                  discounted_returns, gae_targets, n_step_targets, normalize_advantages, ppo_loss,
-                                 reinforce_baseline_loss, reinforce_loss)
+                                 reinforce_baseline_loss, reinforce_loss, reinforce_weights)
 
 
 def test_returns_with_and_without_discount():
@@ -16,6 +16,13 @@ def test_returns_with_and_without_discount():
     np.testing.assert_allclose(discounted_returns(rewards, done, 1.0), [6.0, 5.0, 3.0])
     # gamma = 0.5: G_2 = 3; G_1 = 2 + 0.5*3 = 3.5; G_0 = 1 + 0.5*3.5 = 2.75
     np.testing.assert_allclose(discounted_returns(rewards, done, 0.5), [2.75, 3.5, 3.0])
+
+
+def test_reinforce_weighs_each_step_by_the_reward_to_go_or_the_whole_trajectory():
+    rewards = np.array([1.0, 2.0, 3.0], np.float32)
+    # gamma = 0.5, as above: reward to go G = [2.75, 3.5, 3]; the trajectory's return r(tau) = G_0 = 2.75 at every step
+    np.testing.assert_allclose(reinforce_weights(rewards, 0.5), [2.75, 3.5, 3.0])
+    np.testing.assert_allclose(reinforce_weights(rewards, 0.5, "trajectory"), [2.75, 2.75, 2.75])
 
 
 def test_n_step_targets_cut_at_terminals_and_bootstrap_otherwise():

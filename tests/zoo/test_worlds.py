@@ -63,6 +63,9 @@ def test_short_corridor_optimum_in_closed_form_in_the_model_and_by_monte_carlo()
         return (2 * p - 4) / (p * (1 - p))
 
     assert closed_form(p_star) == pytest.approx(v_star)
+    corridor = worlds.ShortCorridor  # its constants, which the REINFORCE tests and figures use
+    assert (corridor.OPTIMAL_RIGHT, corridor.OPTIMAL_VALUE) == (pytest.approx(p_star), pytest.approx(v_star))
+    assert corridor.start_value(0.3) == pytest.approx(closed_form(0.3))
     # the environment's own model, evaluated exactly over its 1,000-step limit, gives the same curve
     env = gym.make("ShortCorridor-v0")
     for p in (0.1, 0.3, p_star, 0.8):
