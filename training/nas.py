@@ -1,13 +1,19 @@
-"""Architecture search: an RNN controller trained by REINFORCE designs small CNNs for
-scikit-learn's 8x8 digits.
+"""Architecture search: an RNN controller designs small CNNs for scikit-learn's 8x8 digits.
 
-    python -m training nas --preset demo --out runs/nas      # about 2.5 minutes on 2 cores
+The per-layer space (Zoph & Le, 2017) or NASNet's cells (Zoph et al., 2018); REINFORCE or
+PPO; the accuracy alone or MnasNet's FLOPs-aware reward (the search the lectures show last:
+MnasNet / EfficientNet, `--target_flops` with `--controller_update=ppo`).
+
+    python -m training nas --preset demo --out runs/nas                 # per-layer, REINFORCE, accuracy
+    python -m training nas --preset demo --target_flops=1e5 --out runs/nas-flops   # ACC (T / FLOPs)^0.07
+    python -m training nas --preset cells --out runs/nas-cells          # NASNet cells, PPO
 
 Order of work: data (the digits' training split cut again into child-training and
 validation images; the test split only scores the best architecture, at the end) ->
 controller, optimizer -> loop (sample architectures -> train each child briefly -> reward =
-its validation accuracy -> one REINFORCE step against the moving-average baseline ->
-checkpoint) -> the best architecture, metrics.json, history.json, nas_rewards.png.
+its validation accuracy, times (T / FLOPs)^w with a FLOPs target -> one REINFORCE step
+against the moving-average baseline, or several clipped PPO steps -> checkpoint) -> the best
+architecture, metrics.json, history.json, nas_rewards.png.
 
 A child's training is seeded, so an architecture always earns the same reward; an
 architecture sampled again reuses it instead of training again.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Literal
 
 import keras
 import matplotlib
@@ -30,20 +37,34 @@ from tqdm import tqdm  # noqa: E402
 from rundir import Run  # noqa: E402
 from training.config import run_command  # noqa: E402
 from training.data import load_digits  # noqa: E402
-from zoo.nas import (Architecture, Controller, SearchSpace, build_child, controller_loss, describe,  # noqa: E402
-                     moving_average)
+from zoo.nas import (CellSpace, Cells, Controller, Layers, LayerSpace, controller_loss, flops_reward,  # noqa: E402
+                     moving_average, multiply_adds, ppo_controller_loss)
 
 
 @dataclasses.dataclass(frozen=True)
 class NASConfig:
-    """A search: the space, the controller and its REINFORCE settings, and how children train."""
+    """A search: the space, the reward, the controller and its update, and how children train."""
 
-    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
-    """What each layer of a child may be (its fields are options too: --num_layers=2)."""
+    space: Literal["layers", "cells"] = "layers"
+    """Search space: per-layer choices (Zoph & Le, 2017) or NASNet's normal and reduction cells."""
+    layers: LayerSpace = dataclasses.field(default_factory=LayerSpace)
+    """The per-layer space (its fields are options too: --num_layers=2)."""
+    cells: CellSpace = dataclasses.field(default_factory=CellSpace)
+    """The cell space (its fields are options too: --blocks=3)."""
+    target_flops: float | None = None
+    """T of MnasNet's reward ACC (T / FLOPs)^w, in multiply-adds; none: the reward is the accuracy alone."""
+    flops_exponent: float = 0.07
+    """w of that reward (0.07 in MnasNet and EfficientNet: twice the FLOPs multiply the reward by 2^-0.07 = 0.953)."""
+    controller_update: Literal["reinforce", "ppo"] = "reinforce"
+    """One REINFORCE step per batch of architectures, or several clipped PPO steps on it."""
+    ppo_epochs: int = 4
+    """PPO steps on each batch of architectures (their old log-probabilities held fixed)."""
+    clip_ratio: float = 0.2
+    """PPO's eps: pi(a) / pi_old(a) gains nothing beyond [1 - eps, 1 + eps]."""
     controller_units: int = 32
     """Width of the controller's LSTM."""
     controller_steps: int = 20
-    """REINFORCE updates of the controller."""
+    """Batches of architectures sampled (controller updates)."""
     architectures_per_step: int = 5
     """Architectures sampled (and children trained) per update."""
     controller_learning_rate: float = 0.01
@@ -65,17 +86,33 @@ class NASConfig:
 
     def __post_init__(self):
         for name in ("controller_units", "controller_steps", "architectures_per_step", "child_epochs",
-                     "child_batch_size"):
+                     "child_batch_size", "ppo_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.target_flops is not None and not self.target_flops > 0:
+            raise ValueError(f"target_flops must be positive (or none), got {self.target_flops}")
+        if not self.flops_exponent >= 0:
+            raise ValueError(f"flops_exponent must be at least 0, got {self.flops_exponent}")
+        if not 0 < self.clip_ratio < 1:
+            raise ValueError(f"clip_ratio must be in (0, 1), got {self.clip_ratio}")
+
+    @property
+    def search_space(self) -> LayerSpace | CellSpace:
+        """The space searched (`space` names it)."""
+        return self.cells if self.space == "cells" else self.layers
 
 
 PRESETS = {
     "demo": NASConfig,
+    # NASNet's cells (B = 2) with PPO, as the NASNet paper trained its controller. A child is
+    # three cells deep: 5 epochs leave many half-trained (a random cell: 0.49-0.85 validation
+    # accuracy after 5, 0.87-0.95 after 10), and each costs a few times a per-layer child,
+    # hence fewer of them.
+    "cells": lambda: NASConfig(space="cells", controller_update="ppo", controller_steps=12, child_epochs=10),
     "smoke": lambda: NASConfig(controller_steps=2, architectures_per_step=2, child_epochs=1),  # for tests
 }
 
@@ -97,17 +134,18 @@ def digit_splits(validation_fraction: float) -> Splits:
                   (data.test_images, data.test_labels), data.num_classes)
 
 
-def train_child(architecture: Architecture, splits: Splits, config: NASConfig, *,
+def train_child(architecture: Layers | Cells, splits: Splits, config: NASConfig, *,
                 score_test: bool = False) -> dict[str, float]:
     """Train the architecture's CNN briefly (seeded, so the same architecture earns the same
-    accuracy); its validation accuracy, and its test accuracy if `score_test`.
+    accuracy); its validation accuracy, its FLOPs (`multiply_adds`), and its test accuracy if
+    `score_test`.
 
     All epochs run inside one tf.function (a while loop over precomputed minibatch
     indices): each child is a new model, so it costs one trace and no per-batch Python.
     """
     keras.utils.set_random_seed(config.seed)
     images, labels = splits.train
-    model = build_child(architecture, images.shape[1:], splits.num_classes)
+    model = architecture.build(images.shape[1:], splits.num_classes)
     optimizer = keras.optimizers.Adam(config.child_learning_rate)
     optimizer.build(model.trainable_variables)
     batch = min(config.child_batch_size, len(images))
@@ -135,29 +173,54 @@ def train_child(architecture: Architecture, splits: Splits, config: NASConfig, *
         images, labels = split
         return float(np.mean(model(images).numpy().argmax(-1) == labels))
 
-    scores = {"validation_accuracy": accuracy(splits.validation)}
+    scores = {"validation_accuracy": accuracy(splits.validation), "flops": multiply_adds(model)}
     if score_test:
         scores["test_accuracy"] = accuracy(splits.test)
     return scores
 
 
-def draw(history: list[dict], path: Path, title: str) -> None:
-    """Every child's reward by controller step, with the step's mean, the baseline and the best so far."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for record in history:
-        rewards = [child["validation_accuracy"] for child in record["children"]]
-        ax.scatter([record["step"]] * len(rewards), rewards, s=8, color="grey", alpha=0.5)
+def draw(history: list[dict], path: Path, title: str, ylabel: str) -> None:
+    """Left: every child's reward by controller step, with the step's mean, the baseline and the
+    best so far. Right: every child's FLOPs, with the step's mean."""
+    fig, (rewards, flops) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [r["step"] for r in history]
-    ax.plot(steps, [r["mean_reward"] for r in history], label="mean reward of the step", marker=".")
-    ax.plot(steps, [r["baseline"] for r in history], label="moving-average baseline")
-    ax.plot(steps, [r["best_reward"] for r in history], label="best so far", linestyle="--")
-    ax.set_xlabel("controller step")
-    ax.set_ylabel("validation accuracy")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
+    for record in history:
+        rewards.scatter([record["step"]] * len(record["children"]), [c["reward"] for c in record["children"]],
+                        s=8, color="grey", alpha=0.5)
+        flops.scatter([record["step"]] * len(record["children"]), [c["flops"] for c in record["children"]],
+                      s=8, color="grey", alpha=0.5)
+    rewards.plot(steps, [r["mean_reward"] for r in history], label="mean reward of the step", marker=".")
+    rewards.plot(steps, [r["baseline"] for r in history], label="moving-average baseline")
+    rewards.plot(steps, [r["best_reward"] for r in history], label="best so far", linestyle="--")
+    rewards.set_ylabel(ylabel)
+    rewards.legend()
+    flops.plot(steps, [r["mean_flops"] for r in history], label="mean of the step", marker=".")
+    flops.set_yscale("log")
+    flops.set_ylabel("FLOPs (multiply-adds per image)")
+    flops.legend()
+    for ax in (rewards, flops):
+        ax.set_xlabel("controller step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     fig.savefig(path, bbox_inches="tight", dpi=80)
     plt.close(fig)
+
+
+def update_controller(controller: Controller, optimizer: keras.optimizers.Optimizer, choices: np.ndarray,
+                      reward: np.ndarray, baseline: float, config: NASConfig) -> float:
+    """One REINFORCE step, or `ppo_epochs` clipped PPO steps against the log-probabilities of
+    the controller that sampled `choices`; the mean entropy of pi over them before the update."""
+    old_log_probs, entropy = controller.log_prob_and_entropy(choices)
+    for _ in range(1 if config.controller_update == "reinforce" else config.ppo_epochs):
+        with tf.GradientTape() as tape:
+            log_probs, entropy_now = controller.log_prob_and_entropy(choices)
+            if config.controller_update == "reinforce":
+                loss = controller_loss(log_probs, reward, baseline, entropy_now, config.entropy_weight)
+            else:
+                loss = ppo_controller_loss(log_probs, old_log_probs, reward, baseline, entropy_now,
+                                           config.clip_ratio, config.entropy_weight)
+        optimizer.apply(tape.gradient(loss, controller.trainable_variables), controller.trainable_variables)
+    return float(tf.reduce_mean(entropy))
 
 
 def search(config: NASConfig, out: str | Path, *, progress: bool = True) -> dict:
@@ -165,71 +228,80 @@ def search(config: NASConfig, out: str | Path, *, progress: bool = True) -> dict
     run = Run.open(out, config, family="nas", kind="architecture_search")
     if run.finished:
         return run.metrics
+    space = config.search_space
     splits = digit_splits(config.validation_fraction)
     keras.utils.set_random_seed(config.seed)
-    controller = Controller(config.space, config.controller_units)
+    controller = Controller(space, config.controller_units)
     optimizer = keras.optimizers.Adam(config.controller_learning_rate)
     optimizer.build(controller.trainable_variables)
     checkpoints = run.checkpoints(1, controller=controller, optimizer=optimizer)
-    step, baseline, seconds, rewards = 0, None, 0.0, {}  # rewards: choices -> accuracies, shared by repeats
+    step, baseline, seconds, scores = 0, None, 0.0, {}  # scores: choices -> accuracy and FLOPs, shared by repeats
     if (saved := checkpoints.restore()) is not None:
         step, baseline, seconds = saved.step, saved.state["baseline"], saved.state["seconds"]
-        rewards = {tuple(choices): scores for choices, scores in saved.state["rewards"]}
+        scores = {tuple(choices): score for choices, score in saved.state["scores"]}
     history = run.history
 
     with tqdm(total=config.controller_steps, initial=step, unit="update", disable=not progress,
               dynamic_ncols=True, desc="nas") as bar:
         while step < config.controller_steps:
             started = time.perf_counter()
-            # ALGO LOGIC: sample architectures, reward each with its child's validation accuracy.
+            # ALGO LOGIC: sample architectures; reward each with its child's validation accuracy
+            # (times (T / FLOPs)^w with a FLOPs target).
             choices = controller.sample(config.architectures_per_step, seed=config.seed * 100_003 + step)
             children = []
             for row in choices:
                 key = tuple(int(c) for c in row)
-                trained = key not in rewards
+                trained = key not in scores
                 if trained:
-                    rewards[key] = train_child(config.space.decode(row), splits, config)
-                children.append({"architecture": describe(config.space.decode(row)), "choices": list(key),
-                                 "trained": trained, **rewards[key]})
-            reward = np.array([child["validation_accuracy"] for child in children], np.float32)
+                    scores[key] = train_child(space.decode(row), splits, config)
+                reward = flops_reward(scores[key]["validation_accuracy"], scores[key]["flops"], config.target_flops,
+                                      config.flops_exponent)
+                children.append({"architecture": str(space.decode(row)), "choices": list(key), "trained": trained,
+                                 **scores[key], "reward": float(reward)})
+            reward = np.array([child["reward"] for child in children], np.float32)
 
-            # ALGO LOGIC: one REINFORCE step against the baseline, then move the baseline.
+            # ALGO LOGIC: move the baseline, then update the controller against it.
             baseline = moving_average(baseline, reward, config.baseline_decay)
-            with tf.GradientTape() as tape:
-                log_probs, entropy = controller.log_prob_and_entropy(choices)
-                loss = controller_loss(log_probs, reward, baseline, entropy, config.entropy_weight)
-            optimizer.apply(tape.gradient(loss, controller.trainable_variables), controller.trainable_variables)
+            entropy = update_controller(controller, optimizer, choices, reward, baseline, config)
             step += 1
             seconds += time.perf_counter() - started
 
-            best_reward = max(float(reward.max()), history[-1]["best_reward"] if history else 0.0)
+            best_reward = max(float(reward.max()), history[-1]["best_reward"] if history else -np.inf)
             record = {"step": step, "seconds": seconds, "mean_reward": float(reward.mean()), "baseline": baseline,
-                      "best_reward": best_reward, "entropy": float(tf.reduce_mean(entropy)), "children": children}
+                      "best_reward": best_reward, "entropy": entropy,
+                      "mean_flops": float(np.mean([child["flops"] for child in children])), "children": children}
             history.append(record)
-            run.log(step, {name: record[name] for name in ("mean_reward", "baseline", "best_reward", "entropy")})
+            run.log(step, {name: record[name] for name in ("mean_reward", "baseline", "best_reward", "entropy",
+                                                           "mean_flops")})
             checkpoints.save(step, state={"baseline": baseline, "seconds": seconds,
-                                          "rewards": [[list(k), v] for k, v in rewards.items()]})
+                                          "scores": [[list(k), v] for k, v in scores.items()]})
             bar.update(1)
             bar.set_postfix(reward=f"{reward.mean():.3f}", best=f"{best_reward:.3f}")
 
-    # ALGO LOGIC: the best child by validation accuracy, trained again (the same network) and
-    # scored once on the test digits, which the search never saw.
+    # ALGO LOGIC: the child of the highest reward, trained again (the same network) and scored
+    # once on the test digits, which the search never saw.
     children = [c for r in history for c in r["children"]]
-    best = max(children, key=lambda child: child["validation_accuracy"])
-    best_test = train_child(config.space.decode(best["choices"]), splits, config, score_test=True)["test_accuracy"]
+    best = max(children, key=lambda child: child["reward"])
+    best_test = train_child(space.decode(best["choices"]), splits, config, score_test=True)["test_accuracy"]
     favourite = controller.mode()
-    first, last = history[0]["mean_reward"], float(np.mean([r["mean_reward"] for r in history[-3:]]))
+    last_three = history[-3:]
     metrics = {
-        "best_architecture": best["architecture"], "best_validation_accuracy": best["validation_accuracy"],
-        "best_test_accuracy": best_test, "first_mean_reward": first,
-        "last_three_mean_reward": last, "children_trained": sum(c["trained"] for c in children),
-        "architectures_sampled": len(children), "search_space_size": config.space.size, "seconds": seconds,
-        "steps": step, "controller_mode": describe(config.space.decode(favourite)),
+        "best_architecture": best["architecture"], "best_reward": best["reward"],
+        "best_validation_accuracy": best["validation_accuracy"], "best_test_accuracy": best_test,
+        "best_flops": best["flops"], "first_mean_reward": history[0]["mean_reward"],
+        "last_three_mean_reward": float(np.mean([r["mean_reward"] for r in last_three])),
+        "first_mean_flops": history[0]["mean_flops"],
+        "last_three_mean_flops": float(np.mean([r["mean_flops"] for r in last_three])),
+        "children_trained": sum(c["trained"] for c in children), "architectures_sampled": len(children),
+        "search_space_size": space.size, "seconds": seconds, "steps": step,
+        "controller_mode": str(space.decode(favourite)),
         "controller_mode_probability": float(controller.probabilities(favourite[None])[0]),
     }
+    objective = ("validation accuracy" if config.target_flops is None else
+                 f"accuracy x ({config.target_flops:g} / FLOPs)^{config.flops_exponent:g}")
     draw(history, run.directory / "nas_rewards.png",
-         f"controller's reward: {config.architectures_per_step} children per step, baseline decay "
-         f"{config.baseline_decay:g}")
+         f"{config.space} space, {config.controller_update}: {config.architectures_per_step} children per step, "
+         f"baseline decay {config.baseline_decay:g}", objective)
     return run.finish(metrics)
 
 
@@ -238,8 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean reward {metrics['first_mean_reward']:.3f} at the first step, "
           f"{metrics['last_three_mean_reward']:.3f} over the last three; "
           f"{metrics['children_trained']} children trained in {metrics['seconds']:.0f} s")
-    print(f"best architecture: {metrics['best_architecture']} (validation accuracy "
-          f"{metrics['best_validation_accuracy']:.3f}, test accuracy {metrics['best_test_accuracy']:.3f})")
+    print(f"best architecture: {metrics['best_architecture']} (reward {metrics['best_reward']:.3f}: validation "
+          f"accuracy {metrics['best_validation_accuracy']:.3f}, {metrics['best_flops']:,} FLOPs; "
+          f"test accuracy {metrics['best_test_accuracy']:.3f})")
+    print(f"mean FLOPs of a step's children: {metrics['first_mean_flops']:,.0f} at the first step, "
+          f"{metrics['last_three_mean_flops']:,.0f} over the last three")
     print(f"the controller's most likely choices now: {metrics['controller_mode']} "
           f"(probability {metrics['controller_mode_probability']:.2g})")
     print(f"picture: {out / 'nas_rewards.png'}")
