@@ -1,5 +1,6 @@
 """Policy-gradient agents: REINFORCE (Williams, 1992), REINFORCE with a learned state-value
-baseline, and the advantage actor-critic (A2C; Mnih et al., 2016, synchronous).
+baseline, the advantage actor-critic (A2C; Mnih et al., 2016, synchronous) and proximal
+policy optimisation (PPO; Schulman et al., 2017, the clipped objective).
 
 - `PolicyNetwork`: a Keras 3 model from observations to a TFP distribution over actions
   (`tfd.Categorical` for discrete actions, a diagonal Gaussian for continuous ones) and,
@@ -7,7 +8,9 @@ baseline, and the advantage actor-critic (A2C; Mnih et al., 2016, synchronous).
   policy's.
 - The losses are pure functions of tensors, written after the math:
   `discounted_returns`, `reinforce_loss`, `reinforce_baseline_loss`, `n_step_targets`
-  and `a2c_loss`. Log-probabilities and entropies come from the distribution.
+  and `a2c_loss`; for PPO `gae_targets`, `normalize_advantages`, `clipped_surrogate_loss`,
+  `clipped_value_loss` and `ppo_loss`. Log-probabilities and entropies come from the
+  distribution.
 
 The policy gradient theorem: grad J = E[grad log pi(a|s) (G - b(s))] for any baseline b that
 does not depend on the action; b = v(s) leaves the expectation alone and lowers the variance.
@@ -114,6 +117,87 @@ def a2c_loss(log_probs: tf.Tensor, entropy: tf.Tensor, values: tf.Tensor, target
     bonus = tf.reduce_mean(entropy)
     return {"loss": policy + value_weight * value - entropy_weight * bonus,
             "policy_loss": policy, "value_loss": value, "entropy": bonus}
+
+
+# ALGO LOGIC: PPO's targets and losses. `weights` (1 for a transition, 0 for a step that
+# only reset an environment) turns each mean into sum(w x) / sum(w).
+
+
+def gae_targets(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, values: np.ndarray,
+                final_values: np.ndarray, last_values: np.ndarray, gamma: float,
+                lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """PPO's value targets and GAE(lambda) advantages for a rollout [T, envs].
+
+    delta_t = r_t + gamma v(s_{t+1}) - v(s_t) and A_t = delta_t + gamma lam A_{t+1}, both cut
+    where an episode ends; the target is A_t + v(s_t) (the TD(lambda) return). A step that
+    hits a time limit (`truncated`) is no end of the task: its reward gains gamma v(s_final),
+    the value of the observation the episode stopped at (`final_values`, read where
+    truncated), and the sum is cut there as at a terminal step. `last_values` is v(s_T) after
+    the rollout. This is `n_step_targets` with lam < 1 after that one change to the rewards.
+    """
+    truncated = np.asarray(truncated, bool)
+    rewards = rewards + np.where(truncated, gamma * np.asarray(final_values, np.float64), 0.0)
+    return n_step_targets(rewards, np.asarray(terminated, bool) | truncated, values, last_values, gamma, lam)
+
+
+def _mean(x: tf.Tensor, weights: tf.Tensor | None) -> tf.Tensor:
+    if weights is None:
+        return tf.reduce_mean(x)
+    return tf.reduce_sum(weights * x) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def normalize_advantages(advantages: tf.Tensor, weights: tf.Tensor | None = None,
+                         epsilon: float = 1e-8) -> tf.Tensor:
+    """(A - mean(A)) / (std(A) + epsilon) over a minibatch (the population std; SB3 and
+    CleanRL divide by torch's sample std, which differs by a factor sqrt(n / (n - 1)))."""
+    mean = _mean(advantages, weights)
+    std = tf.sqrt(_mean(tf.square(advantages - mean), weights))
+    return (advantages - mean) / (std + epsilon)
+
+
+def clipped_surrogate_loss(log_probs: tf.Tensor, old_log_probs: tf.Tensor, advantages: tf.Tensor,
+                           clip_ratio: float | tf.Tensor, weights: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """-mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A)) with rho = exp(log pi(a|s) - log pi_old(a|s)).
+
+    The minimum takes the clipped term only where it is the more pessimistic one, so a
+    step gains nothing from moving rho past 1 +- eps in the direction A favours. Also
+    reported: the fraction of steps whose rho lies outside [1 - eps, 1 + eps] and
+    mean((rho - 1) - log rho), an estimate of KL(pi_old || pi) that is never negative.
+    """
+    log_ratio = log_probs - tf.stop_gradient(old_log_probs)
+    ratio = tf.exp(log_ratio)
+    advantages = tf.stop_gradient(advantages)
+    surrogate = tf.minimum(ratio * advantages, tf.clip_by_value(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio) * advantages)
+    clipped = tf.cast(tf.abs(ratio - 1.0) > clip_ratio, tf.float32)
+    return {"policy_loss": -_mean(surrogate, weights), "clip_fraction": _mean(clipped, weights),
+            "approx_kl": tf.stop_gradient(_mean(ratio - 1.0 - log_ratio, weights))}
+
+
+def clipped_value_loss(values: tf.Tensor, old_values: tf.Tensor, targets: tf.Tensor,
+                       clip_value: float | None = None, weights: tf.Tensor | None = None) -> tf.Tensor:
+    """mean((v(s) - G)^2); with clip_value c, mean(max((v - G)^2, (v_old + clip(v - v_old, -c, c) - G)^2)),
+    which stops v from gaining by moving more than c from the values the rollout saw
+    (Schulman et al.'s baselines code; CleanRL's clip_vloss)."""
+    targets = tf.stop_gradient(targets)
+    squared = tf.square(values - targets)
+    if clip_value is not None:
+        old_values = tf.stop_gradient(old_values)
+        clipped = old_values + tf.clip_by_value(values - old_values, -clip_value, clip_value)
+        squared = tf.maximum(squared, tf.square(clipped - targets))
+    return _mean(squared, weights)
+
+
+def ppo_loss(log_probs: tf.Tensor, old_log_probs: tf.Tensor, advantages: tf.Tensor, entropy: tf.Tensor,
+             values: tf.Tensor, old_values: tf.Tensor, targets: tf.Tensor, clip_ratio: float | tf.Tensor,
+             clip_value: float | None = None, value_weight: float = 0.5, entropy_weight: float = 0.0,
+             weights: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """clipped_surrogate_loss + value_weight clipped_value_loss - entropy_weight mean(H[pi]),
+    the loss of one PPO minibatch (advantages as given: normalise them first if wanted)."""
+    terms = clipped_surrogate_loss(log_probs, old_log_probs, advantages, clip_ratio, weights)
+    terms["value_loss"] = clipped_value_loss(values, old_values, targets, clip_value, weights)
+    terms["entropy"] = _mean(entropy, weights)
+    terms["loss"] = terms["policy_loss"] + value_weight * terms["value_loss"] - entropy_weight * terms["entropy"]
+    return terms
 
 
 def _torso(hidden: tuple[int, ...], name: str) -> keras.Sequential:

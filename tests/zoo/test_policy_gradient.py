@@ -1,10 +1,11 @@
-"""Policy-gradient losses with the arithmetic beside each assertion, the baseline's effect
-checked by Monte Carlo, and the policy network's distributions."""
+"""Policy-gradient losses (PPO's too) with the arithmetic beside each assertion, the
+baseline's effect checked by Monte Carlo, and the policy network's distributions."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, discounted_returns, n_step_targets,
+from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, clipped_surrogate_loss, clipped_value_loss,
+                                 discounted_returns, gae_targets, n_step_targets, normalize_advantages, ppo_loss,
                                  reinforce_baseline_loss, reinforce_loss)
 
 
@@ -102,3 +103,76 @@ def test_policy_network_gives_distributions_and_values(config):
     assert ("value" in outputs) == (config.critic != "none")
     if "value" in outputs:
         assert outputs["value"].shape == (5,)
+
+
+def test_gae_bootstraps_a_time_limit_from_the_final_observation_and_cuts_a_terminal():
+    # one environment, 3 steps, gamma = lam = 0.5; the episode hits its time limit at t=1
+    # (v(s_final) = 10), a new one starts at t=2; v(s_3) = 5 after the rollout
+    rewards = np.array([[1.0], [1.0], [1.0]])
+    values = np.array([[2.0], [3.0], [4.0]])
+    final_values = np.array([[np.nan], [10.0], [np.nan]])  # read only where truncated
+    last_values = np.array([5.0])
+    truncated = np.array([[False], [True], [False]])
+    targets, advantages = gae_targets(rewards, np.zeros((3, 1), bool), truncated, values, final_values, last_values,
+                                      gamma=0.5, lam=0.5)
+    # deltas: d_2 = 1 + 0.5*5 - 4 = -0.5; d_1 = 1 + 0.5*10 - 3 = 3 (the cut keeps A_2 out);
+    # d_0 = 1 + 0.5*3 - 2 = 0.5 and A_0 = d_0 + 0.25 A_1 = 0.5 + 0.75 = 1.25
+    np.testing.assert_allclose(advantages[:, 0], [1.25, 3.0, -0.5])
+    np.testing.assert_allclose(targets[:, 0], [3.25, 6.0, 3.5])  # A + v
+    # the same step as a real end (terminated): no bootstrap, d_1 = 1 - 3 = -2, A_0 = 0.5 + 0.25*(-2) = 0
+    _, advantages = gae_targets(rewards, truncated, np.zeros((3, 1), bool), values, final_values, last_values,
+                                gamma=0.5, lam=0.5)
+    np.testing.assert_allclose(advantages[:, 0], [0.0, -2.0, -0.5])
+
+
+def test_clipped_surrogate_takes_the_pessimistic_term():
+    # ratios rho = [1.5, 0.5, 1.1, 0.7], advantages [2, 2, -1, -1], eps = 0.2
+    log_probs = tf.Variable(np.log([1.5, 0.5, 1.1, 0.7]).astype(np.float32))
+    old_log_probs = tf.zeros(4)
+    advantages = tf.constant([2.0, 2.0, -1.0, -1.0])
+    with tf.GradientTape() as tape:
+        terms = clipped_surrogate_loss(log_probs, old_log_probs, advantages, clip_ratio=0.2)
+    # min(rho A, clip(rho) A): min(3, 1.2*2) = 2.4; min(1, 0.8*2) = 1; min(-1.1, -1.1) = -1.1;
+    # min(-0.7, 0.8*-1) = -0.8; loss = -(2.4 + 1 - 1.1 - 0.8) / 4 = -0.375
+    assert terms["policy_loss"].numpy() == pytest.approx(-0.375)
+    # |rho - 1| > 0.2 for 1.5, 0.5 and 0.7
+    assert terms["clip_fraction"].numpy() == pytest.approx(0.75)
+    # (rho - 1) - log rho: 0.094535 + 0.193147 + 0.004690 + 0.056675 = 0.349047, / 4
+    assert terms["approx_kl"].numpy() == pytest.approx(0.0872617, rel=1e-5)
+    # d loss / d log pi = -rho A / 4 where the unclipped term is taken, 0 where the clipped one is
+    np.testing.assert_allclose(tape.gradient(terms["policy_loss"], log_probs).numpy(),
+                               [0.0, -0.5 * 2 / 4, 1.1 / 4, 0.0], rtol=1e-6)
+    # a step weighted 0 leaves the mean: -(2.4 + 1 - 0.8) / 3
+    weighted = clipped_surrogate_loss(log_probs, old_log_probs, advantages, 0.2, weights=tf.constant([1.0, 1, 0, 1]))
+    assert weighted["policy_loss"].numpy() == pytest.approx(-2.6 / 3)
+
+
+def test_value_loss_clipped_around_the_rollouts_values():
+    values = tf.constant([1.0, 2.0, 3.0, 2.0])
+    old_values = tf.constant([1.5, 1.5, 3.0, 0.0])
+    targets = tf.constant([0.0, 3.0, 2.0, 1.0])
+    # unclipped: (1-0)^2, (2-3)^2, (3-2)^2, (2-1)^2 = 1 each
+    assert clipped_value_loss(values, old_values, targets).numpy() == pytest.approx(1.0)
+    # c = 0.2: clipped values 1.5-0.2 = 1.3, 1.5+0.2 = 1.7, 3.0, 0.0+0.2 = 0.2; their squared errors
+    # 1.69, 1.69, 1, 0.64; the max with the unclipped ones: 1.69, 1.69, 1, 1; mean 5.38 / 4
+    assert clipped_value_loss(values, old_values, targets, clip_value=0.2).numpy() == pytest.approx(1.345)
+
+
+def test_advantages_normalised_per_minibatch():
+    # mean 3, population std sqrt(2)
+    np.testing.assert_allclose(normalize_advantages(tf.constant([1.0, 2, 3, 4, 5])).numpy(),
+                               np.array([-2, -1, 0, 1, 2]) / np.sqrt(2), rtol=1e-6)
+    # weights [1, 1, 0]: mean 2 and std 1 over the first two; the third is shifted and scaled alike
+    np.testing.assert_allclose(normalize_advantages(tf.constant([1.0, 3, 100]), tf.constant([1.0, 1, 0])).numpy(),
+                               [-1.0, 1.0, 98.0], rtol=1e-6)
+
+
+def test_ppo_loss_adds_the_value_and_entropy_terms():
+    terms = ppo_loss(tf.constant(np.log([1.5, 0.5, 1.1, 0.7]), tf.float32), tf.zeros(4), tf.constant([2.0, 2, -1, -1]),
+                     entropy=tf.constant([0.5, 0.7, 0.5, 0.7]), values=tf.constant([1.0, 2, 3, 2]),
+                     old_values=tf.constant([1.5, 1.5, 3, 0]), targets=tf.constant([0.0, 3, 2, 1]),
+                     clip_ratio=0.2, clip_value=0.2, value_weight=0.5, entropy_weight=0.1)
+    # the two tests above: policy -0.375, clipped value loss 1.345; mean entropy 0.6
+    # -0.375 + 0.5*1.345 - 0.1*0.6 = 0.2375
+    assert terms["entropy"].numpy() == pytest.approx(0.6)
+    assert terms["loss"].numpy() == pytest.approx(0.2375, rel=1e-5)
