@@ -8,6 +8,7 @@ FAMILIES = {  # family -> module with main(argv); one module may serve several a
     "vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn", "bandits": "training.bandits",
     "reinforce": "training.pg", "reinforce_baseline": "training.pg", "a2c": "training.pg",
     "pg_compare": "training.pg_compare", "nas": "training.nas",
+    "ingraph": "training.ingraph",
 }
 
 

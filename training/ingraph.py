@@ -1,0 +1,704 @@
+"""Whole training runs in one TensorFlow graph: PPO and A2C on the TensorFlow environments
+(zoo/tf_envs.py), many seeds at once.
+
+    python -m training ingraph --algorithm ppo --env CartPole-v1 --preset cartpole --seeds 0,1,2 --out RUN
+    python -m training ppo --preset cartpole --env_backend=tf --out RUN      (once ppo dispatches here)
+
+One `tf.function` runs the whole run: a `tf.while_loop` over evaluation periods, each of
+which trains (an XLA-compiled loop of iterations: rollout with the TensorFlow environments,
+GAE(lambda) or n-step targets, the update epochs of minibatches, Adam) and then evaluates
+every agent greedily on fixed episodes of the TensorFlow environment, also in the graph.
+Nothing returns to Python until the run is over.
+
+**Many seeds at once.** The agents of `--seeds` are stacked along a leading axis: parameters
+and Adam's moments [S, ...] (zoo/policy_stack.py), environments [S, num_envs], one batched
+matmul for all of them, and a per-seed loss (the zoo's loss functions mapped over the seeds
+axis with `tf.vectorized_map`) whose sum gives each agent exactly its own gradient. Each agent
+draws from its own streams (`tf_envs.uniform_rows`, keyed by seed and purpose): initial
+parameters, actions, environment starts, minibatch order, evaluation starts. So an agent
+trained beside others gives the curve it gives alone (tests/training/test_ingraph.py).
+
+**Artefacts.** A run with one seed writes the run directory of `python -m training a2c`
+(model.json of family `policy_gradient`, config.json, checkpoints/, metrics.json,
+history.json, learning_curves.png), so `python -m export RUN` exports it; with several seeds,
+RUN/seed-N/ is such a directory for each seed, and RUN holds seeds.json (every seed's curve)
+and seeds.png (mean and range over the seeds). The run is not resumable mid-way (it is one
+call); a finished run directory is reported as such.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from training.config import flat_dict, parse_config
+from training.runtime import UserError
+from zoo import policy_stack, tf_envs
+from zoo.policy_gradient import PolicyConfig, a2c_loss, normalize_advantages, ppo_loss
+
+ALGORITHM_NAMES = ("ppo", "a2c")  # not ALGORITHMS: training/__main__ passes those modules the family name
+
+
+@dataclasses.dataclass(frozen=True)
+class InGraphConfig:
+    """A whole-run-in-one-graph training: algorithm, environment, network, rollout and update settings."""
+
+    algorithm: Literal["ppo", "a2c"] = "ppo"
+    """PPO (clipped objective, epochs of minibatches) or A2C (one gradient step per rollout)."""
+    env: str = "CartPole-v1"
+    """A TensorFlow environment (zoo/tf_envs.py): CartPole-v1, Acrobot-v1 or Pendulum-v1."""
+    model: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    """Policy and critic (its fields are options too: --hidden=64,64, --critic=shared)."""
+    seeds: tuple[int, ...] = (0,)
+    """Agents trained together, one per seed (0 <= seed < 2**31), e.g. --seeds=0,1,2."""
+    total_steps: int = 50_000
+    """Environment steps per agent (summed over its environments)."""
+    num_envs: int = 8
+    """Environments per agent, stepped together."""
+    n_steps: int = 32
+    """Steps per environment in each rollout (a rollout is num_envs x n_steps transitions)."""
+    update_epochs: int = 10
+    """PPO: passes over each rollout."""
+    num_minibatches: int = 1
+    """PPO: minibatches per pass."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """lambda of the TD(lambda) targets: GAE's advantages below 1, n-step returns at 1."""
+    learning_rate: float = 3e-4
+    """Adam step size."""
+    anneal_learning_rate: bool = True
+    """Decay the step size linearly to 0 over total_steps."""
+    clip_ratio: float = 0.2
+    """PPO: epsilon of the clipped objective."""
+    anneal_clip_ratio: bool = False
+    """PPO: decay clip_ratio linearly to 0 over total_steps."""
+    clip_value: float | None = None
+    """PPO: clip the critic's change from the rollout's values to this in the value loss (none: unclipped)."""
+    value_weight: float = 0.5
+    """Weight of the critic's squared error in the loss."""
+    entropy_weight: float = 0.0
+    """Weight of the entropy bonus."""
+    max_grad_norm: float | None = 0.5
+    """Clip each gradient step to this global norm, per agent (none: no clipping)."""
+    normalize_advantages: bool = True
+    """PPO: scale each minibatch's advantages to mean 0 and standard deviation 1."""
+    reward_scale: float = 1.0
+    """Multiply rewards by this while learning (returns are reported unscaled)."""
+    eval_every: int = 1_000
+    """Environment steps between greedy evaluations (rounded up to whole rollouts)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, the same starts every time."""
+    final_eval_episodes: int = 20
+    """Episodes of the final evaluation (metrics.json), on other starts."""
+    stop_return: float | None = None
+    """An agent stops learning once an evaluation reaches this mean return and the final evaluation's
+    episodes confirm it; the run ends when every agent has stopped."""
+    jit_compile: bool = True
+    """Compile the training loop and the evaluation with XLA."""
+
+    def __post_init__(self):
+        for name in ("total_steps", "num_envs", "n_steps", "update_epochs", "num_minibatches", "eval_every",
+                     "eval_episodes", "final_eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(0 <= s < 2**31 for s in self.seeds):
+            raise ValueError(f"seeds must be distinct integers in [0, 2**31), got {self.seeds}")
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(f"num_minibatches ({self.num_minibatches}) must divide num_envs x n_steps "
+                             f"({self.batch_size})")
+        for name in ("learning_rate", "clip_ratio"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per rollout, per agent."""
+        return self.num_envs * self.n_steps
+
+    @property
+    def iterations(self) -> int:
+        """Rollouts per agent (the last one may pass total_steps)."""
+        return -(-self.total_steps // self.batch_size)
+
+    @property
+    def evaluated_after(self) -> list[int]:
+        """The iterations (counted from 1) after which the agents are evaluated: whenever the
+        steps pass a multiple of eval_every, and after the last."""
+        b, every = self.batch_size, self.eval_every
+        due = [i for i in range(1, self.iterations + 1) if (i * b) // every > ((i - 1) * b) // every]
+        return due if due and due[-1] == self.iterations else [*due, self.iterations]
+
+
+# ALGO LOGIC: presets, each measured (docs/ingraph.md).
+
+
+def cartpole(algorithm: str) -> InGraphConfig:
+    if algorithm == "a2c":
+        return InGraphConfig(algorithm="a2c", num_envs=16, n_steps=5, learning_rate=3e-3, anneal_learning_rate=False,
+                             gae_lambda=1.0, entropy_weight=0.01, total_steps=100_000, stop_return=475.0)
+    return InGraphConfig(num_envs=8, n_steps=32, update_epochs=20, num_minibatches=1, gamma=0.98, gae_lambda=0.8,
+                         learning_rate=1e-3, clip_ratio=0.2, anneal_clip_ratio=True, total_steps=50_000)
+
+
+def smoke(algorithm: str) -> InGraphConfig:
+    """For tests: seconds of CartPole."""
+    return dataclasses.replace(cartpole(algorithm), total_steps=8_192 if algorithm == "ppo" else 8_000,
+                               eval_every=2_048 if algorithm == "ppo" else 2_000, eval_episodes=5,
+                               final_eval_episodes=5, stop_return=None)
+
+
+PRESETS = {"cartpole": cartpole, "smoke": smoke}
+DERIVED = frozenset({"observation_shape", "action_kind", "num_actions", "action_low", "action_high"})
+
+
+def model_config(config: InGraphConfig, env: tf_envs.TFEnv) -> PolicyConfig:
+    """The network's config with what the environment decides (observation shape, actions)."""
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return dataclasses.replace(config.model, observation_shape=tuple(env.observation_space.shape),
+                                   action_kind="discrete", num_actions=int(space.n))
+    return dataclasses.replace(config.model, observation_shape=tuple(env.observation_space.shape),
+                               action_kind="continuous", num_actions=int(space.shape[0]),
+                               action_low=float(np.min(space.low)), action_high=float(np.max(space.high)))
+
+
+# Each agent's random streams: row seed = seed * 2**32 + purpose * 2**24 + index.
+ENVS, ACTIONS, SHUFFLE, EVALUATION, FINAL = 1, 2, 3, 4, 5
+
+
+def streams(seeds: tf.Tensor, purpose: int, count: int) -> tf.Tensor:
+    """[S, count] int64: stream `index` of `purpose` for each agent's seed ([S] int64)."""
+    return seeds[:, None] * 2**32 + purpose * 2**24 + tf.range(count, dtype=tf.int64)[None, :]
+
+
+class State(NamedTuple):
+    """What the training loop carries: S agents, each with num_envs environments."""
+
+    params: dict
+    """Network parameters {name: [S, ...]}."""
+    momenta: dict
+    """Adam's first moments, like params."""
+    velocities: dict
+    """Adam's second moments, like params."""
+    env: tf_envs.EnvState
+    """The environments [S, E]."""
+    observation: tf.Tensor
+    """[S, E, d] the environments' current observations."""
+    iteration: tf.Tensor
+    """Rollouts done (int32 scalar; every active agent has done as many)."""
+    active: tf.Tensor
+    """[S] bool: still learning (not stopped by stop_return)."""
+    steps: tf.Tensor
+    """[S] int32: environment steps each agent trained on."""
+    episode_return: tf.Tensor
+    """[S, E] return of each environment's current episode so far (unscaled)."""
+    finished: tf.Tensor
+    """[S, 2]: sum and count of the returns of training episodes ended since the last evaluation."""
+    episodes: tf.Tensor
+    """[S] int32: training episodes ended."""
+    terms: dict
+    """The last update's loss terms {name: [S]} (means over its minibatches)."""
+
+
+TERMS = {"ppo": ("loss", "policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl"),
+         "a2c": ("loss", "policy_loss", "value_loss", "entropy")}
+
+
+def _where(active: tf.Tensor, new: tf.Tensor, old: tf.Tensor) -> tf.Tensor:
+    """new in the rows (agents) that are active, old in the others."""
+    return tf.where(tf.reshape(active, [-1] + [1] * (len(new.shape) - 1)), new, old)
+
+
+def _gather(x: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    return tf.gather(x, index, batch_dims=1)  # x [S, N, ...], index [S, M] -> [S, M, ...]
+
+
+def td_lambda_targets(rewards: tf.Tensor, terminated: tf.Tensor, truncated: tf.Tensor, values: tf.Tensor,
+                      final_values: tf.Tensor, last_values: tf.Tensor, gamma: float,
+                      lam: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """`zoo.policy_gradient.gae_targets` in TensorFlow, for a rollout [T, ...]: (targets, advantages).
+
+    G_t = r'_t + gamma (1 - cut_t) [(1 - lam) v(s_{t+1}) + lam G_{t+1}], G_T = v(s_T), with
+    r'_t = r_t + gamma v(s_final) where the episode was truncated and cut_t = terminated |
+    truncated; advantage_t = G_t - v(s_t). lam < 1 gives PPO's GAE(lambda), lam = 1 A2C's
+    n-step returns (cut at episode ends, a time limit bootstrapped from the final observation).
+    """
+    rewards = rewards + tf.where(truncated, gamma * final_values, 0.0)
+    keep = gamma * (1.0 - tf.cast(terminated | truncated, tf.float32))
+    next_values = tf.concat([values[1:], last_values[None]], axis=0)
+
+    def backwards(following, t):
+        return rewards[t] + keep[t] * ((1.0 - lam) * next_values[t] + lam * following)
+
+    targets = tf.scan(backwards, tf.range(tf.shape(rewards)[0]), initializer=last_values, reverse=True)
+    return targets, targets - values
+
+
+class Engine:
+    """The whole-run graph of one config: `run(seeds)` -> every agent's curves and final parameters."""
+
+    def __init__(self, config: InGraphConfig):
+        self.env = tf_envs.make(config.env)
+        self.model = model_config(config, self.env)
+        if self.model.critic == "none":
+            raise UserError(f"{config.algorithm} needs a critic; use --critic=separate or --critic=shared")
+        self.config = dataclasses.replace(config, model=self.model)
+        self.terms = TERMS[config.algorithm]
+        self.evaluated_after = config.evaluated_after
+        jit = config.jit_compile
+        self.train_until = tf.function(self._train_until, jit_compile=jit, autograph=False)
+        self.evaluate = tf.function(self._evaluate, jit_compile=jit, autograph=False)
+        self.run = tf.function(self._run, autograph=False)
+
+    # ------------------------------------------------------------------ acting
+
+    def _to_env(self, action: tf.Tensor) -> tf.Tensor:
+        return action if self.model.action_kind == "discrete" else tf.clip_by_value(
+            action, self.model.action_low, self.model.action_high)
+
+    def _evaluate(self, params: dict, seeds: tf.Tensor, purpose: int, episodes: int,
+                  random: bool = False) -> tf.Tensor:
+        """[S, episodes] returns of whole episodes, greedy (or uniformly random), from fixed starts."""
+        env, model = self.env, self.model
+        state, observation = env.reset(streams(seeds, purpose, episodes))
+        shape = tf.shape(state.steps)
+
+        def body(t, state, observation, total, done):
+            if random:
+                uniform = tf_envs.uniform_rows(state.seed, tf.fill(shape, t), 1)[..., 0]
+                action = (tf.cast(uniform * model.num_actions, tf.int32) if model.action_kind == "discrete"
+                          else model.action_low + (model.action_high - model.action_low) * uniform[..., None])
+            else:
+                action = policy_stack.greedy_action(model, policy_stack.forward(model, params, observation))
+            state, observation, reward, terminated, truncated = env.step(state, action)
+            return t + 1, state, observation, total + tf.where(done, 0.0, reward), done | terminated | truncated
+
+        zeros = tf.zeros(shape)
+        _, _, _, total, _ = tf.while_loop(
+            lambda t, state, observation, total, done: (t < env.max_episode_steps) & ~tf.reduce_all(done),
+            body, (0, state, observation, zeros, tf.zeros(shape, tf.bool)))
+        return total
+
+    # ------------------------------------------------------------------ learning
+
+    def initial_state(self, seeds: tf.Tensor) -> State:
+        params = policy_stack.init_params(self.model, seeds.numpy().tolist())
+        env_state, observation = self.env.reset(streams(seeds, ENVS, self.config.num_envs))
+        count = len(seeds)
+        zeros = {name: tf.zeros_like(p) for name, p in params.items()}
+        return State(params=params, momenta=zeros, velocities=dict(zeros), env=env_state, observation=observation,
+                     iteration=tf.constant(0), active=tf.ones([count], tf.bool), steps=tf.zeros([count], tf.int32),
+                     episode_return=tf.zeros([count, self.config.num_envs]), finished=tf.zeros([count, 2]),
+                     episodes=tf.zeros([count], tf.int32),
+                     terms={name: tf.zeros([count]) for name in self.terms})
+
+    def _adam(self, state: State, gradients: dict, step: tf.Tensor, learning_rate: tf.Tensor):
+        """One Adam step of every active agent (ResourceApplyAdam's arithmetic, Keras' epsilon),
+        after clipping each agent's gradient to max_grad_norm."""
+        config, beta_1, beta_2, epsilon = self.config, 0.9, 0.999, 1e-7
+        if config.max_grad_norm is not None:
+            squares = tf.add_n([tf.reduce_sum(tf.square(g), axis=list(range(1, len(g.shape))))
+                                for g in gradients.values()])  # [S]
+            norm = tf.sqrt(squares)
+            scale = config.max_grad_norm / tf.maximum(norm, config.max_grad_norm)  # tf.clip_by_global_norm's
+            gradients = {k: g * tf.reshape(scale, [-1] + [1] * (len(g.shape) - 1)) for k, g in gradients.items()}
+        t = tf.cast(step, tf.float32)
+        rate = learning_rate * tf.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)
+        params, momenta, velocities = {}, {}, {}
+        for name, g in gradients.items():
+            m = state.momenta[name] + (g - state.momenta[name]) * (1.0 - beta_1)
+            v = state.velocities[name] + (tf.square(g) - state.velocities[name]) * (1.0 - beta_2)
+            p = state.params[name] - rate * m / (tf.sqrt(v) + epsilon)
+            params[name] = _where(state.active, p, state.params[name])
+            momenta[name] = _where(state.active, m, state.momenta[name])
+            velocities[name] = _where(state.active, v, state.velocities[name])
+        return params, momenta, velocities
+
+    def _rollout(self, state: State, seeds: tf.Tensor):
+        """n_steps steps of every environment with the current policy: (state, the rollout [T, S, E, ...])."""
+        config, env, model = self.config, self.env, self.model
+        action_streams = streams(seeds, ACTIONS, config.num_envs)  # [S, E]
+        records = {name: tf.TensorArray(dtype, config.n_steps) for name, dtype in (
+            ("observation", tf.float32), ("action", tf.int32 if model.action_kind == "discrete" else tf.float32),
+            ("log_prob", tf.float32), ("reward", tf.float32), ("terminated", tf.bool), ("truncated", tf.bool),
+            ("final_observation", tf.float32))}
+
+        def body(t, env_state, observation, episode_return, finished, episodes, records):
+            outputs = policy_stack.forward(model, state.params, observation)
+            counter = tf.fill(tf.shape(action_streams), state.iteration * config.n_steps + t)
+            action = policy_stack.sample_action(model, outputs, action_streams, counter)
+            log_prob = policy_stack.distribution(model, outputs).log_prob(action)
+            env_state, next_observation, reward, terminated, truncated = env.step(env_state, self._to_env(action))
+            episode_return += reward
+            done = terminated | truncated
+            finished += tf.stack([tf.reduce_sum(tf.where(done, episode_return, 0.0), axis=1),
+                                  tf.reduce_sum(tf.cast(done, tf.float32), axis=1)], axis=1)
+            episodes += tf.reduce_sum(tf.cast(done, tf.int32), axis=1)
+            step = {"observation": observation, "action": action, "log_prob": log_prob,
+                    "reward": reward * config.reward_scale, "terminated": terminated, "truncated": truncated,
+                    "final_observation": env_state.final_observation}
+            records = {name: records[name].write(t, step[name]) for name in records}
+            return (t + 1, env_state, next_observation, tf.where(done, 0.0, episode_return), finished, episodes,
+                    records)
+
+        _, env_state, observation, episode_return, finished, episodes, records = tf.while_loop(
+            lambda t, *_: t < config.n_steps, body,
+            (0, state.env, state.observation, state.episode_return, state.finished, state.episodes, records))
+        state = state._replace(env=env_state, observation=observation, episode_return=episode_return,
+                               finished=finished, episodes=episodes)
+        return state, {name: array.stack() for name, array in records.items()}
+
+    def _values(self, params: dict, observation: tf.Tensor) -> tf.Tensor:
+        """v(s) of observations [T, S, E, d] -> [T, S, E], in one batched call per agent."""
+        t, s, e = observation.shape[:3]
+        flat = tf.reshape(tf.transpose(observation, [1, 0, 2, 3]), [s, t * e, -1])
+        values = policy_stack.forward(self.model, params, flat)["value"]
+        return tf.transpose(tf.reshape(values, [s, t, e]), [1, 0, 2])
+
+    def _loss(self, params: dict, batch: dict, clip_ratio: tf.Tensor) -> tuple[tf.Tensor, dict]:
+        """Every agent's loss on its rows of `batch` ({name: [S, M, ...]}): (their sum, terms {name: [S]}).
+
+        The sum's gradient with respect to agent s's parameters is the gradient of agent s's own loss.
+        """
+        config, model = self.config, self.model
+        outputs = policy_stack.forward(model, params, batch["observation"])
+        distribution = policy_stack.distribution(model, outputs)
+        per_row = {"log_prob": distribution.log_prob(batch["action"]), "entropy": distribution.entropy(),
+                   "value": outputs["value"], **{k: batch[k] for k in ("old_log_prob", "advantage", "target",
+                                                                      "old_value") if k in batch}}
+
+        def agent_loss(rows):  # one agent's rows [M]: the zoo's loss functions, unchanged
+            if config.algorithm == "a2c":
+                return a2c_loss(rows["log_prob"], rows["entropy"], rows["value"], rows["target"],
+                                config.value_weight, config.entropy_weight)
+            advantage = normalize_advantages(rows["advantage"]) if config.normalize_advantages else rows["advantage"]
+            return ppo_loss(rows["log_prob"], rows["old_log_prob"], advantage, rows["entropy"], rows["value"],
+                            rows["old_value"], rows["target"], clip_ratio, config.clip_value, config.value_weight,
+                            config.entropy_weight)
+
+        terms = tf.vectorized_map(agent_loss, per_row, fallback_to_while_loop=False)
+        return tf.reduce_sum(terms["loss"]), {name: terms[name] for name in self.terms}
+
+    def _iteration(self, state: State, seeds: tf.Tensor) -> State:
+        """One rollout, its targets and the update of every agent."""
+        config, model = self.config, self.model
+        count = seeds.shape[0]
+        remaining = 1.0 - tf.cast(state.iteration * config.batch_size, tf.float32) / config.total_steps
+        learning_rate = config.learning_rate * (remaining if config.anneal_learning_rate else 1.0)
+        clip_ratio = config.clip_ratio * (remaining if config.anneal_clip_ratio else 1.0)
+
+        # ALGO LOGIC: a rollout, then GAE(lambda) / n-step targets bootstrapped through time limits.
+        state, rollout = self._rollout(state, seeds)
+        params = state.params
+        values = self._values(params, rollout["observation"])  # [T, S, E]
+        final_values = self._values(params, rollout["final_observation"])
+        last_values = policy_stack.forward(model, params, state.observation)["value"]  # [S, E]
+        targets, advantages = td_lambda_targets(rollout["reward"], rollout["terminated"], rollout["truncated"],
+                                                values, final_values, last_values, config.gamma, config.gae_lambda)
+
+        def per_agent(x):  # [T, S, E, ...] -> [S, T * E, ...]
+            x = tf.transpose(x, [1, 0, 2, *range(3, len(x.shape))])
+            return tf.reshape(x, [count, config.batch_size, *x.shape[3:]])
+
+        batch = {"observation": per_agent(rollout["observation"]), "action": per_agent(rollout["action"]),
+                 "target": per_agent(targets)}
+        if config.algorithm == "ppo":
+            batch.update(old_log_prob=per_agent(rollout["log_prob"]), advantage=per_agent(advantages),
+                         old_value=per_agent(values))
+        first_step = state.iteration * (config.update_epochs * config.num_minibatches if config.algorithm == "ppo"
+                                        else 1)
+
+        # ALGO LOGIC: the update: A2C one step on the rollout; PPO update_epochs passes of shuffled minibatches.
+        def gradient_step(state, rows, step):
+            with tf.GradientTape() as tape:
+                tape.watch(state.params)
+                loss, terms = self._loss(state.params, rows, clip_ratio)
+            gradients = tape.gradient(loss, state.params)
+            params, momenta, velocities = self._adam(state, gradients, step, learning_rate)
+            return state._replace(params=params, momenta=momenta, velocities=velocities), terms
+
+        if config.algorithm == "a2c":
+            state, terms = gradient_step(state, batch, first_step + 1)
+        else:
+            epochs, size = config.update_epochs, config.batch_size // config.num_minibatches
+            shuffle = tf.tile(streams(seeds, SHUFFLE, 1), [1, epochs])  # [S, epochs]
+            counter = state.iteration * epochs + tf.range(epochs)[None, :] + tf.zeros_like(shuffle, tf.int32)
+            order = tf.argsort(tf_envs.uniform_rows(shuffle, counter, config.batch_size), axis=-1)  # [S, epochs, N]
+            order = tf.reshape(order, [count, epochs * config.num_minibatches, size])  # every minibatch's rows
+            steps = epochs * config.num_minibatches
+
+            def minibatch(j, state, totals):
+                rows = {name: _gather(x, order[:, j]) for name, x in batch.items()}
+                state, terms = gradient_step(state, rows, first_step + j + 1)
+                return j + 1, state, {name: totals[name] + terms[name] for name in self.terms}
+
+            _, state, totals = tf.while_loop(lambda j, *_: j < steps, minibatch,
+                                             (0, state, {name: tf.zeros([count]) for name in self.terms}))
+            terms = {name: total / steps for name, total in totals.items()}
+
+        terms = {name: _where(state.active, terms[name], state.terms[name]) for name in self.terms}
+        steps = state.steps + tf.where(state.active, config.batch_size, 0)
+        return state._replace(iteration=state.iteration + 1, steps=steps, terms=terms)
+
+    def _train_until(self, state: State, seeds: tf.Tensor, iteration: tf.Tensor) -> State:
+        """Iterate until `iteration` rollouts are done (an XLA program when jit_compile)."""
+        return tf.while_loop(lambda state: state.iteration < iteration, lambda state: (self._iteration(state, seeds),),
+                             (state,))[0]
+
+    # ------------------------------------------------------------------ the run
+
+    def _run(self, state: State, seeds: tf.Tensor, dry_run: tf.Tensor) -> dict:
+        """Train and evaluate on the schedule until total_steps (or until every agent has stopped).
+
+        A dry run (`dry_run` true) goes once through every part with no training iteration:
+        it leaves the graph and its XLA programs compiled for the real run.
+        """
+        config = self.config
+        count, periods = seeds.shape[0], len(self.evaluated_after)
+        schedule = tf.constant(self.evaluated_after, tf.int32)
+        history = {name: tf.TensorArray(tf.float32, periods) for name in (
+            "eval_return", "eval_return_std", "confirm_return", "train_return", *self.terms)}
+        clocks = {name: tf.TensorArray(tf.float64, periods) for name in ("train_seconds", "wall_seconds")}
+        steps_history = tf.TensorArray(tf.int32, periods)
+        started = tf.timestamp()
+
+        def period(k, state, evaluating, history, clocks, steps_history):
+            state = self.train_until(state, seeds, tf.where(dry_run, state.iteration, schedule[k]))
+            before = tf.timestamp()
+            returns = self.evaluate(state.params, seeds, EVALUATION, config.eval_episodes)  # [S, episodes]
+            mean = tf.reduce_mean(returns, axis=1)
+            confirm = tf.fill([count], np.nan)
+            if config.stop_return is not None:
+                reached = state.active & (mean >= config.stop_return)
+                confirm = tf.cond(tf.reduce_any(reached), lambda: tf.reduce_mean(
+                    self.evaluate(state.params, seeds, FINAL, config.final_eval_episodes), axis=1),
+                    lambda: tf.fill([count], np.nan))
+                confirm = tf.where(reached, confirm, np.nan)
+            after = tf.timestamp()
+            record = {"eval_return": mean, "eval_return_std": tf.math.reduce_std(returns, axis=1),
+                      "confirm_return": confirm,
+                      "train_return": state.finished[:, 0] / state.finished[:, 1],  # NaN if none ended
+                      **state.terms}
+            history = {name: history[name].write(k, record[name]) for name in history}
+            clocks = {"train_seconds": clocks["train_seconds"].write(k, before - started - evaluating),
+                      "wall_seconds": clocks["wall_seconds"].write(k, before - started)}
+            steps_history = steps_history.write(k, state.steps)
+            stopped = confirm >= config.stop_return if config.stop_return is not None else tf.zeros([count], tf.bool)
+            state = state._replace(active=state.active & ~stopped, finished=tf.zeros_like(state.finished))
+            return k + 1, state, evaluating + (after - before), history, clocks, steps_history
+
+        evaluations, state, evaluating, history, clocks, steps_history = tf.while_loop(
+            lambda k, state, *_: (k < tf.where(dry_run, 1, periods)) & tf.reduce_any(state.active), period,
+            (0, state, tf.constant(0.0, tf.float64), history, clocks, steps_history))
+        train_seconds = tf.timestamp() - started - evaluating
+        return {"params": state.params, "evaluations": evaluations, "steps": state.steps,
+                "episodes": state.episodes, "train_seconds": train_seconds,
+                "final_returns": self.evaluate(state.params, seeds, FINAL, config.final_eval_episodes),
+                "random_returns": self.evaluate(state.params, seeds, FINAL, config.final_eval_episodes, random=True),
+                "history": {name: array.stack() for name, array in history.items()},
+                "clocks": {name: array.stack() for name, array in clocks.items()},
+                "step": steps_history.stack()}
+
+
+# ---------------------------------------------------------------------- training command
+
+
+def train(config: InGraphConfig, out: Path) -> dict:
+    """Train every seed's agent in one graph into `out`; returns {"seeds": {seed: metrics}, "timing": {...}}.
+
+    The timing separates tracing (Python builds the graph), compiling (a dry run through
+    every part: graph optimisation and XLA) and running.
+    """
+    engine = Engine(config)
+    config = engine.config
+    done = open_run(config, out)
+    if done is not None:
+        return done
+    seeds = tf.constant(config.seeds, tf.int64)
+    state = engine.initial_state(seeds)
+    started = time.perf_counter()
+    engine.run.get_concrete_function(state, seeds, tf.constant(True))
+    traced = time.perf_counter()
+    tf.nest.map_structure(lambda x: x.numpy(), engine.run(state, seeds, tf.constant(True)))
+    compiled = time.perf_counter()
+    result = tf.nest.map_structure(lambda x: x.numpy(), engine.run(state, seeds, tf.constant(False)))
+    finished = time.perf_counter()
+    timing = {"trace_seconds": traced - started, "compile_seconds": compiled - traced,
+              "run_seconds": finished - compiled, "train_seconds": float(result["train_seconds"])}
+    metrics = {seed: write_seed_run(config, out, i, result, timing) for i, seed in enumerate(config.seeds)}
+    if len(config.seeds) > 1:
+        write_seeds_summary(config, out, metrics)
+    return {"seeds": metrics, "timing": timing}
+
+
+# What the run directory holds, written in one place (the calls to port to a Run object):
+# open_run (config.json, model.json, refusal of another config, a finished run),
+# write_seed_run (checkpoint, history.json, metrics.json, learning_curves.png) and
+# write_seeds_summary (seeds.json, seeds.png).
+
+
+def seed_dir(config: InGraphConfig, out: Path, seed: int) -> Path:
+    """Where seed `seed`'s run directory is: `out` itself for a single seed, else out/seed-N."""
+    return out if len(config.seeds) == 1 else out / f"seed-{seed}"
+
+
+def _seed_config(config: InGraphConfig, seed: int) -> InGraphConfig:
+    return dataclasses.replace(config, seeds=(seed,))
+
+
+def open_run(config: InGraphConfig, out: Path) -> dict | None:
+    """Write config.json and model.json of the run (and of each seed's), or refuse a directory
+    that holds another run; a finished run's results, if it is one."""
+    from training.loop import check_resumable
+    from training.runtime import read_json, write_json
+
+    check_resumable(out, config)
+    directories = {seed: seed_dir(config, out, seed) for seed in config.seeds}
+    if all((d / "metrics.json").exists() for d in directories.values()):
+        print(f"{out} is already trained; its metrics.json and pictures stand")
+        return {"seeds": {seed: read_json(d / "metrics.json") for seed, d in directories.items()}, "timing": None}
+    write_json(out / "config.json", flat_dict(config))
+    for seed, directory in directories.items():
+        write_json(directory / "config.json", flat_dict(_seed_config(config, seed)))
+        write_json(directory / "model.json", {"family": "policy_gradient", "algorithm": config.algorithm,
+                                              "config": dataclasses.asdict(config.model)})
+    return None
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def write_seed_run(config: InGraphConfig, out: Path, index: int, result: dict, timing: dict) -> dict:
+    """Agent `index`'s run directory: a checkpoint of its PolicyNetwork (what export reads),
+    history.json, metrics.json and learning_curves.png; returns its metrics."""
+    import zoo
+    from training import plots
+    from training.rl import Checkpoints
+    from training.runtime import write_json
+    from zoo.policy_gradient import PolicyNetwork
+
+    seed, directory = config.seeds[index], seed_dir(config, out, config.seeds[index])
+    history, clocks = result["history"], result["clocks"]
+    stopped = np.flatnonzero(history["confirm_return"][:, index] >= (config.stop_return or np.inf))
+    evaluations = int(stopped[0]) + 1 if len(stopped) else int(result["evaluations"])
+    records = []
+    for k in range(evaluations):
+        step, seconds = int(result["step"][k, index]), float(clocks["train_seconds"][k])
+        record = {"step": step, "train_seconds": seconds, "wall_seconds": float(clocks["wall_seconds"][k]),
+                  "steps_per_second": step / seconds if seconds > 0 else None}
+        record.update({name: _finite(values[k, index]) for name, values in history.items()})
+        if record["confirm_return"] is None:
+            del record["confirm_return"]
+        records.append(record)
+    steps = int(result["steps"][index])
+    threshold = gym.spec(config.env).reward_threshold
+    solved = next((r for r in records if threshold is not None and r["eval_return"] >= threshold), None)
+    final, random = result["final_returns"][index], result["random_returns"][index]
+    seconds = records[-1]["train_seconds"] if len(stopped) else timing["train_seconds"]
+    metrics = {
+        "algorithm": config.algorithm, "env": config.env, "env_backend": "tf", "seed": seed, "steps": steps,
+        "train_seconds": seconds, "steps_per_second": steps / seconds if seconds > 0 else None,
+        "stopped_early": steps < config.total_steps,
+        "final_eval_return": float(np.mean(final)), "final_eval_return_std": float(np.std(final)),
+        "final_eval_episodes": len(final), "random_policy_return": float(np.mean(random)),
+        "reward_threshold": threshold,
+        "first_solved_step": solved["step"] if solved else None,
+        "first_solved_seconds": solved["train_seconds"] if solved else None,
+        "best_eval_return": max(r["eval_return"] for r in records),
+        "training_episodes": int(result["episodes"][index]),
+        "seeds_trained_together": len(config.seeds), **{k: v for k, v in timing.items() if k != "train_seconds"},
+    }
+
+    network = PolicyNetwork(config.model)
+    policy_stack.assign(network, {name: tf.constant(p) for name, p in result["params"].items()}, index)
+    Checkpoints(directory, config.total_steps, **zoo.checkpointed(network)).save(
+        steps, None, history=records, train_seconds=seconds)
+    write_json(directory / "history.json", records)
+    write_json(directory / "metrics.json", metrics)
+    limit = f" (threshold {threshold:g})" if threshold is not None else ""
+    plots.learning_curves(records, ["eval_return", "train_return"], directory / "learning_curves.png",
+                          f"{config.algorithm} on {config.env} (in graph), seed {seed}: greedy evaluation over "
+                          f"{config.eval_episodes} episodes{limit}")
+    return metrics
+
+
+def write_seeds_summary(config: InGraphConfig, out: Path, metrics: dict) -> None:
+    """seeds.json (every seed's metrics and curve) and seeds.png: the mean and range over the seeds."""
+    from training import plots
+    from training.runtime import read_json, write_json
+
+    curves = {seed: read_json(seed_dir(config, out, seed) / "history.json") for seed in config.seeds}
+    write_json(out / "seeds.json", {str(seed): {"metrics": metrics[seed], "curve": [
+        {"step": r["step"], "eval_return": r["eval_return"]} for r in curves[seed]]} for seed in config.seeds})
+    plots.seeds_band({seed: [(r["step"], r["eval_return"]) for r in curve] for seed, curve in curves.items()},
+                     out / "seeds.png", f"{config.algorithm} on {config.env} (in graph), {len(config.seeds)} seeds: "
+                     f"greedy evaluation over {config.eval_episodes} episodes")
+
+
+def split_backend(argv: list[str]) -> tuple[str, list[str]]:
+    """(the --env_backend value, gymnasium by default; argv without it), for the ppo and a2c commands:
+
+        backend, argv = ingraph.split_backend(argv)
+        if backend == "tf":
+            return ingraph.main(["--algorithm", ALGORITHM, *argv])
+    """
+    backend, rest, argv = "gymnasium", [], list(argv)
+    while argv:
+        arg = argv.pop(0)
+        if arg == "--env_backend" and argv:
+            backend = argv.pop(0)
+        elif arg.startswith("--env_backend="):
+            backend = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return backend, rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training ingraph",
+        description="Train PPO or A2C agents, one per seed, on a TensorFlow environment, the whole run in one graph.")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="run directory (one seed: the run; several: RUN/seed-N each, and seeds.png)")
+    parser.add_argument("--seed", type=int, help="train one agent with this seed (the same as --seeds=N)")
+    algorithm = _algorithm(argv)
+    presets = {name: (lambda preset=preset: preset(algorithm)) for name, preset in PRESETS.items()}
+    config, args = parse_config(argv, parser, presets, "cartpole", hidden=DERIVED)
+    if args.seed is not None:
+        try:
+            config = dataclasses.replace(config, seeds=(args.seed,))
+        except ValueError as error:
+            parser.error(f"--seed: {error}")
+    try:
+        results = train(config, args.out)
+    except UserError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    for seed, metrics in results["seeds"].items():
+        solved = metrics["first_solved_step"]
+        print(f"seed {seed}: final greedy return {metrics['final_eval_return']:.1f} over "
+              f"{metrics['final_eval_episodes']} episodes; first solved at "
+              f"{'never' if solved is None else f'{solved} steps'}; {metrics['steps']} steps")
+    if results["timing"]:
+        timing = results["timing"]
+        print(f"trace {timing['trace_seconds']:.1f} s, compile {timing['compile_seconds']:.1f} s, "
+              f"run {timing['run_seconds']:.1f} s ({timing['train_seconds']:.1f} s training, the rest evaluation)")
+    return 0
+
+
+def _algorithm(argv: list[str] | None) -> str:
+    """The --algorithm of argv (its presets depend on it); ppo when absent or unknown (the parser then says)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algorithm", default="ppo")
+    algorithm = parser.parse_known_args(argv)[0].algorithm
+    return algorithm if algorithm in ALGORITHM_NAMES else "ppo"
