@@ -143,11 +143,18 @@ class InGraphConfig:
 
 
 def cartpole(algorithm: str) -> InGraphConfig:
+    """CartPole-v1. PPO: RL-Zoo's tuned settings (8 environments x 32 steps, 20 epochs of one
+    minibatch of 256, gamma 0.98, lambda 0.8, step size 1e-3 and clip range 0.2 annealed to 0,
+    no entropy bonus); A2C: `python -m training a2c`'s (16 environments x 5 steps, step size
+    3e-3, entropy bonus 0.01). Each agent stops once a greedy evaluation reaches 475 and 20
+    fresh episodes confirm it (docs/ingraph.md: PPO's curves fall back from 500 at times
+    before the annealing ends, so the confirmed policy is the one kept)."""
     if algorithm == "a2c":
         return InGraphConfig(algorithm="a2c", num_envs=16, n_steps=5, learning_rate=3e-3, anneal_learning_rate=False,
                              gae_lambda=1.0, entropy_weight=0.01, total_steps=100_000, stop_return=475.0)
     return InGraphConfig(num_envs=8, n_steps=32, update_epochs=20, num_minibatches=1, gamma=0.98, gae_lambda=0.8,
-                         learning_rate=1e-3, clip_ratio=0.2, anneal_clip_ratio=True, total_steps=50_000)
+                         learning_rate=1e-3, clip_ratio=0.2, anneal_clip_ratio=True, total_steps=100_000,
+                         stop_return=475.0)
 
 
 def smoke(algorithm: str) -> InGraphConfig:
@@ -176,9 +183,9 @@ def model_config(config: InGraphConfig, env: tf_envs.TFEnv) -> PolicyConfig:
 ENVS, ACTIONS, SHUFFLE, EVALUATION, FINAL = 1, 2, 3, 4, 5
 
 
-def streams(seeds: tf.Tensor, purpose: int, count: int) -> tf.Tensor:
+def streams(seeds: tf.Tensor, purpose: int | tf.Tensor, count: int) -> tf.Tensor:
     """[S, count] int64: stream `index` of `purpose` for each agent's seed ([S] int64)."""
-    return seeds[:, None] * 2**32 + purpose * 2**24 + tf.range(count, dtype=tf.int64)[None, :]
+    return seeds[:, None] * 2**32 + tf.cast(purpose, tf.int64) * 2**24 + tf.range(count, dtype=tf.int64)[None, :]
 
 
 class State(NamedTuple):
@@ -266,28 +273,38 @@ class Engine:
         return action if self.model.action_kind == "discrete" else tf.clip_by_value(
             action, self.model.action_low, self.model.action_high)
 
-    def _evaluate(self, params: dict, seeds: tf.Tensor, purpose: int, episodes: int,
-                  random: bool = False) -> tf.Tensor:
-        """[S, episodes] returns of whole episodes, greedy (or uniformly random), from fixed starts."""
-        env, model = self.env, self.model
-        state, observation = env.reset(streams(seeds, purpose, episodes))
+    def _evaluate(self, params: dict, seeds: tf.Tensor, purpose: tf.Tensor, episodes: tf.Tensor,
+                  random: tf.Tensor) -> tf.Tensor:
+        """[S, rows] returns of whole episodes from fixed starts, greedy (or uniformly random when
+        `random`); rows = the most episodes any evaluation plays, of which the first `episodes` are
+        played (one XLA program for every evaluation of the run)."""
+        env, model, config = self.env, self.model, self.config
+        rows = max(config.eval_episodes, config.final_eval_episodes)
+        state, observation = env.reset(streams(seeds, purpose, rows))
         shape = tf.shape(state.steps)
 
         def body(t, state, observation, total, done):
-            if random:
-                uniform = tf_envs.uniform_rows(state.seed, tf.fill(shape, t), 1)[..., 0]
-                action = (tf.cast(uniform * model.num_actions, tf.int32) if model.action_kind == "discrete"
-                          else model.action_low + (model.action_high - model.action_low) * uniform[..., None])
+            uniform = tf_envs.uniform_rows(state.seed, tf.fill(shape, t), 1)[..., 0]
+            if model.action_kind == "discrete":
+                chance = tf.cast(uniform * model.num_actions, tf.int32)
             else:
-                action = policy_stack.greedy_action(model, policy_stack.forward(model, params, observation))
+                chance = model.action_low + (model.action_high - model.action_low) * uniform[..., None]
+            greedy = policy_stack.greedy_action(model, policy_stack.forward(model, params, observation))
+            action = tf.where(random, chance, greedy)
             state, observation, reward, terminated, truncated = env.step(state, action)
             return t + 1, state, observation, total + tf.where(done, 0.0, reward), done | terminated | truncated
 
-        zeros = tf.zeros(shape)
+        unplayed = tf.broadcast_to(tf.range(rows) >= episodes, shape)  # rows past `episodes` count as done
         _, _, _, total, _ = tf.while_loop(
             lambda t, state, observation, total, done: (t < env.max_episode_steps) & ~tf.reduce_all(done),
-            body, (0, state, observation, zeros, tf.zeros(shape, tf.bool)))
+            body, (0, state, observation, tf.zeros(shape), unplayed))
         return total
+
+    def _returns(self, params: dict, seeds: tf.Tensor, purpose: int, episodes: int, random: bool = False):
+        """[S, episodes] returns of an evaluation (see _evaluate)."""
+        returns = self.evaluate(params, seeds, tf.constant(purpose, tf.int64), tf.constant(episodes),
+                                tf.constant(random))
+        return returns[:, :episodes]
 
     # ------------------------------------------------------------------ learning
 
@@ -475,15 +492,15 @@ class Engine:
         def period(k, state, evaluating, history, clocks, steps_history):
             state = self.train_until(state, seeds, tf.where(dry_run, state.iteration, schedule[k]))
             before = tf.timestamp()
-            returns = self.evaluate(state.params, seeds, EVALUATION, config.eval_episodes)  # [S, episodes]
+            returns = self._returns(state.params, seeds, EVALUATION, config.eval_episodes)  # [S, episodes]
             mean = tf.reduce_mean(returns, axis=1)
-            confirm = tf.fill([count], np.nan)
-            if config.stop_return is not None:
+            confirm, stopped = tf.fill([count], np.nan), tf.zeros([count], tf.bool)
+            if config.stop_return is not None:  # confirm on the final evaluation's episodes (no NaN compared)
                 reached = state.active & (mean >= config.stop_return)
-                confirm = tf.cond(tf.reduce_any(reached), lambda: tf.reduce_mean(
-                    self.evaluate(state.params, seeds, FINAL, config.final_eval_episodes), axis=1),
-                    lambda: tf.fill([count], np.nan))
-                confirm = tf.where(reached, confirm, np.nan)
+                confirmed = tf.cond(tf.reduce_any(reached), lambda: tf.reduce_mean(
+                    self._returns(state.params, seeds, FINAL, config.final_eval_episodes), axis=1),
+                    lambda: tf.zeros([count]))
+                confirm, stopped = tf.where(reached, confirmed, np.nan), reached & (confirmed >= config.stop_return)
             after = tf.timestamp()
             record = {"eval_return": mean, "eval_return_std": tf.math.reduce_std(returns, axis=1),
                       "confirm_return": confirm,
@@ -491,9 +508,8 @@ class Engine:
                       **state.terms}
             history = {name: history[name].write(k, record[name]) for name in history}
             clocks = {"train_seconds": clocks["train_seconds"].write(k, before - started - evaluating),
-                      "wall_seconds": clocks["wall_seconds"].write(k, before - started)}
+                      "wall_seconds": clocks["wall_seconds"].write(k, after - started)}  # when its result is known
             steps_history = steps_history.write(k, state.steps)
-            stopped = confirm >= config.stop_return if config.stop_return is not None else tf.zeros([count], tf.bool)
             state = state._replace(active=state.active & ~stopped, finished=tf.zeros_like(state.finished))
             return k + 1, state, evaluating + (after - before), history, clocks, steps_history
 
@@ -503,8 +519,8 @@ class Engine:
         train_seconds = tf.timestamp() - started - evaluating
         return {"params": state.params, "evaluations": evaluations, "steps": state.steps,
                 "episodes": state.episodes, "train_seconds": train_seconds,
-                "final_returns": self.evaluate(state.params, seeds, FINAL, config.final_eval_episodes),
-                "random_returns": self.evaluate(state.params, seeds, FINAL, config.final_eval_episodes, random=True),
+                "final_returns": self._returns(state.params, seeds, FINAL, config.final_eval_episodes),
+                "random_returns": self._returns(state.params, seeds, FINAL, config.final_eval_episodes, random=True),
                 "history": {name: array.stack() for name, array in history.items()},
                 "clocks": {name: array.stack() for name, array in clocks.items()},
                 "step": steps_history.stack()}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.serving.conftest import start_server  # noqa: F401  the fixture that starts `python -m serving serve`
 from training import ingraph
 from zoo import policy_stack
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork, gae_targets
@@ -72,3 +73,54 @@ def test_stacked_policy_is_the_keras_policy_network(kind):
         policy_stack.assign(copy, params, i)
         for a, b in zip(copy.variables, network.variables):
             np.testing.assert_array_equal(a, b)
+
+
+def greedy_returns_of_export(version_dir, episodes: int = 20) -> list[float]:
+    """Returns of gymnasium's CartPole-v1 (episode k reset with seed k) played by the export's
+    `greedy` signature, the episodes stepped side by side."""
+    import gymnasium as gym
+
+    greedy = tf.saved_model.load(str(version_dir)).signatures["greedy"]
+    envs = [gym.make("CartPole-v1") for _ in range(episodes)]
+    observations = np.stack([env.reset(seed=k)[0] for k, env in enumerate(envs)])
+    returns, playing = np.zeros(episodes), np.ones(episodes, bool)
+    while playing.any():
+        actions = greedy(observation=tf.constant(observations))["action"].numpy()
+        for k in np.flatnonzero(playing):
+            observations[k], reward, terminated, truncated, _ = envs[k].step(int(actions[k]))
+            returns[k] += reward
+            playing[k] = not (terminated or truncated)
+    return returns.tolist()
+
+
+@pytest.mark.slow
+def test_cartpole_agents_trained_in_graph_export_and_play_gymnasium(tmp_path, start_server):
+    """The cartpole preset, seeds 0, 1, 2 in one graph; each seed's run directory exports as any
+    policy-gradient run does and plays the real gymnasium CartPole-v1 at 475 or more over 20
+    episodes; one of them through the server (`query play`)."""
+    import json
+
+    from export.savedmodel import export_run
+    from tests.helpers import run_module
+    from tests.serving.conftest import write_config
+
+    assert ingraph.main(["--algorithm", "ppo", "--preset", "cartpole", "--seeds", "0,1,2",
+                         "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "seeds.json").read_text())
+    assert sorted(summary) == ["0", "1", "2"] and (tmp_path / "run" / "seeds.png").exists()
+    for seed in (0, 1, 2):
+        run_dir = tmp_path / "run" / f"seed-{seed}"
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["final_eval_return"] >= 475 and metrics["first_solved_step"] is not None
+        assert (run_dir / "learning_curves.png").exists() and json.loads((run_dir / "history.json").read_text())
+        version = export_run(run_dir, tmp_path / "models", f"cartpole_{seed}")
+        returns = greedy_returns_of_export(version)
+        assert np.mean(returns) >= 475, (seed, returns)
+
+    config = write_config(tmp_path / "models.config", {"cartpole_0": tmp_path / "models" / "cartpole_0"})
+    server = start_server(f"--model_config_file={config}", wait_for=("cartpole_0",), rest=False)
+    play = run_module("-m", "serving", "query", f"--server={server.target}", "play", "--model=cartpole_0",
+                      "--env=CartPole-v1", "--episodes=2", "--signature=greedy", timeout=300)
+    assert play.returncode == 0, play.stderr
+    served = [float(line.split()[3]) for line in play.stdout.splitlines() if line.startswith("episode ")]
+    assert served == greedy_returns_of_export(tmp_path / "models" / "cartpole_0" / "1", episodes=2)
