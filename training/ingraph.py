@@ -255,7 +255,10 @@ class Engine:
     """The whole-run graph of one config: `run(seeds)` -> every agent's curves and final parameters."""
 
     def __init__(self, config: InGraphConfig):
-        self.env = tf_envs.make(config.env)
+        try:
+            self.env = tf_envs.make(config.env)
+        except ValueError as error:
+            raise UserError(str(error)) from None
         self.model = model_config(config, self.env)
         if self.model.critic == "none":
             raise UserError(f"{config.algorithm} needs a critic; use --critic=separate or --critic=shared")
@@ -360,7 +363,8 @@ class Engine:
             done = terminated | truncated
             finished += tf.stack([tf.reduce_sum(tf.where(done, episode_return, 0.0), axis=1),
                                   tf.reduce_sum(tf.cast(done, tf.float32), axis=1)], axis=1)
-            episodes += tf.reduce_sum(tf.cast(done, tf.int32), axis=1)
+            ended = tf.reduce_sum(tf.cast(done, tf.int32), axis=1)
+            episodes += tf.where(state.active, ended, 0)  # a stopped agent's environments still run
             step = {"observation": observation, "action": action, "log_prob": log_prob,
                     "reward": reward * config.reward_scale, "terminated": terminated, "truncated": truncated,
                     "final_observation": env_state.final_observation}
@@ -474,6 +478,23 @@ class Engine:
 
     # ------------------------------------------------------------------ the run
 
+    def train(self, seeds: list[int]) -> tuple[dict, dict]:
+        """Trace, dry-run (compile) and run the graph for agents `seeds`: (the run's results as
+        numpy, timing). The timing holds seconds of each part and the wall-clock time
+        (time.time()) at which the compiled run began, `run_started`."""
+        seeds = tf.constant(seeds, tf.int64)
+        state = self.initial_state(seeds)
+        started = time.time()
+        self.run.get_concrete_function(state, seeds, tf.constant(True))
+        traced = time.time()
+        tf.nest.map_structure(lambda x: x.numpy(), self.run(state, seeds, tf.constant(True)))
+        compiled = time.time()
+        result = tf.nest.map_structure(lambda x: x.numpy(), self.run(state, seeds, tf.constant(False)))
+        finished = time.time()
+        return result, {"trace_seconds": traced - started, "compile_seconds": compiled - traced,
+                        "run_seconds": finished - compiled, "train_seconds": float(result["train_seconds"]),
+                        "run_started": compiled}
+
     def _run(self, state: State, seeds: tf.Tensor, dry_run: tf.Tensor) -> dict:
         """Train and evaluate on the schedule until total_steps (or until every agent has stopped).
 
@@ -540,17 +561,8 @@ def train(config: InGraphConfig, out: Path) -> dict:
     done = open_run(config, out)
     if done is not None:
         return done
-    seeds = tf.constant(config.seeds, tf.int64)
-    state = engine.initial_state(seeds)
-    started = time.perf_counter()
-    engine.run.get_concrete_function(state, seeds, tf.constant(True))
-    traced = time.perf_counter()
-    tf.nest.map_structure(lambda x: x.numpy(), engine.run(state, seeds, tf.constant(True)))
-    compiled = time.perf_counter()
-    result = tf.nest.map_structure(lambda x: x.numpy(), engine.run(state, seeds, tf.constant(False)))
-    finished = time.perf_counter()
-    timing = {"trace_seconds": traced - started, "compile_seconds": compiled - traced,
-              "run_seconds": finished - compiled, "train_seconds": float(result["train_seconds"])}
+    result, timing = engine.train(list(config.seeds))
+    timing = {k: v for k, v in timing.items() if k != "run_started"}
     metrics = {seed: write_seed_run(config, out, i, result, timing) for i, seed in enumerate(config.seeds)}
     if len(config.seeds) > 1:
         write_seeds_summary(config, out, metrics)
@@ -662,12 +674,18 @@ def write_seeds_summary(config: InGraphConfig, out: Path, metrics: dict) -> None
                      f"greedy evaluation over {config.eval_episodes} episodes")
 
 
+BACKENDS = ("gymnasium", "tf")
+
+
 def split_backend(argv: list[str]) -> tuple[str, list[str]]:
-    """(the --env_backend value, gymnasium by default; argv without it), for the ppo and a2c commands:
+    """(the --env_backend value, gymnasium by default; argv without it), for the ppo and a2c
+    commands, whose `main` starts with
 
         backend, argv = ingraph.split_backend(argv)
         if backend == "tf":
-            return ingraph.main(["--algorithm", ALGORITHM, *argv])
+            return ingraph.main(["--algorithm", "ppo", *argv])
+
+    An unknown backend exits with status 2 and one sentence naming the two there are.
     """
     backend, rest, argv = "gymnasium", [], list(argv)
     while argv:
@@ -678,6 +696,8 @@ def split_backend(argv: list[str]) -> tuple[str, list[str]]:
             backend = arg.split("=", 1)[1]
         else:
             rest.append(arg)
+    if backend not in BACKENDS:
+        raise SystemExit(f"error: --env_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     return backend, rest
 
 

@@ -22,7 +22,8 @@ TINY = ingraph.InGraphConfig(model=PolicyConfig(hidden=(32, 32)), num_envs=4, n_
 
 def run(engine: ingraph.Engine, seeds: list[int]) -> dict:
     seeds = tf.constant(seeds, tf.int64)
-    return tf.nest.map_structure(lambda x: x.numpy(), engine.run(engine.initial_state(seeds), seeds, tf.constant(False)))
+    result = engine.run(engine.initial_state(seeds), seeds, tf.constant(False))
+    return tf.nest.map_structure(lambda x: x.numpy(), result)
 
 
 def test_agents_trained_together_are_the_agents_trained_alone():
@@ -124,3 +125,21 @@ def test_cartpole_agents_trained_in_graph_export_and_play_gymnasium(tmp_path, st
     assert play.returncode == 0, play.stderr
     served = [float(line.split()[3]) for line in play.stdout.splitlines() if line.startswith("episode ")]
     assert served == greedy_returns_of_export(tmp_path / "models" / "cartpole_0" / "1", episodes=2)
+
+
+def test_env_backend_is_split_off_for_the_ppo_and_a2c_commands():
+    assert ingraph.split_backend(["--preset", "cartpole", "--env_backend=tf", "--out", "r"]) == (
+        "tf", ["--preset", "cartpole", "--out", "r"])
+    assert ingraph.split_backend(["--env_backend", "gymnasium", "--out", "r"]) == ("gymnasium", ["--out", "r"])
+    assert ingraph.split_backend(["--out", "r"]) == ("gymnasium", ["--out", "r"])
+    with pytest.raises(SystemExit, match="must be one of gymnasium, tf, got 'jax'"):
+        ingraph.split_backend(["--env_backend=jax"])
+
+
+def test_cli_refuses_what_it_cannot_train(tmp_path, capsys):
+    for argv, expected in ((["--env", "MountainCar-v0"], "no TensorFlow version of environment 'MountainCar-v0'"),
+                           (["--seeds", "1,1"], "seeds must be distinct"),
+                           (["--critic", "none"], "ppo needs a critic")):
+        with pytest.raises(SystemExit) as stopped:
+            ingraph.main([*argv, "--out", str(tmp_path / "run")])
+        assert stopped.value.code == 2 and expected in capsys.readouterr().err
