@@ -18,7 +18,8 @@ its train function) give the aggregate steps per second.
 
 - ours: `python -m training ingraph --algorithm ppo --preset cartpole` (RL-Zoo's settings:
   8 environments x 32 steps, 20 epochs of one minibatch of 256), 100,000 steps, without the
-  preset's early stop; timed parts: trace, compile (the dry run), run.
+  preset's early stop, and without XLA as the preset (with XLA for many agents); timed
+  parts: trace, compile (the dry run), run. `ours_rejax_config`: rejax's settings in our engine.
 - rejax 0.1.3: PPO with its tuned gymnax CartPole config (5 environments x 100 steps, 5 epochs
   of 5 minibatches of 100, 100,000 steps), its evaluation replaced by a greedy one of 10
   episodes whose end time is recorded by `jax.experimental.io_callback`; compiled ahead
@@ -50,8 +51,9 @@ def run_ours(seeds: list[int], total: int, launched: float, rejax_config: bool =
 
     from training import ingraph
 
+    # the preset (without XLA, which does not pay for one short run); XLA for many agents' throughput
     config = dataclasses.replace(ingraph.cartpole("ppo"), seeds=tuple(seeds), total_steps=total, stop_return=None,
-                                 eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES)
+                                 eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES, jit_compile=len(seeds) > 1)
     if rejax_config:  # the same work per step as rejax: its hyperparameters (REJAX_CARTPOLE) in our engine
         config = dataclasses.replace(config, num_envs=5, n_steps=100, update_epochs=5, num_minibatches=5,
                                      learning_rate=0.00075, anneal_learning_rate=False, anneal_clip_ratio=False,

@@ -26,22 +26,31 @@ def run(engine: ingraph.Engine, seeds: list[int]) -> dict:
     return tf.nest.map_structure(lambda x: x.numpy(), result)
 
 
-def test_agents_trained_together_are_the_agents_trained_alone():
-    together = run(ingraph.Engine(dataclasses.replace(TINY, seeds=(0, 1, 2, 3))), [0, 1, 2, 3])
-    alone = ingraph.Engine(dataclasses.replace(TINY, seeds=(0,)))  # one graph for every single seed
+@pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "tf"])
+def test_agents_trained_together_are_the_agents_trained_alone(jit_compile):
+    config = dataclasses.replace(TINY, jit_compile=jit_compile)
+    together = run(ingraph.Engine(dataclasses.replace(config, seeds=(0, 1, 2, 3))), [0, 1, 2, 3])
+    alone = ingraph.Engine(dataclasses.replace(config, seeds=(0,)))  # one graph for every single seed
     stopped = together["history"]["confirm_return"] >= TINY.stop_return  # [evaluations, seeds]
     assert 0 < stopped.any(axis=0).sum() < 4, "some agents stop early, others train to the end"
     for i, seed in enumerate([0, 1, 2, 3]):
         own = run(alone, [seed])
         evaluations = own["evaluations"]  # an agent alone ends when it stops
-        # Curves, loss terms, steps, episodes and parameters: bit for bit.
-        for name, values in own["history"].items():
-            np.testing.assert_array_equal(together["history"][name][:evaluations, i], values[:evaluations, 0],
-                                          err_msg=name)
+        # With XLA: curves, loss terms, steps, episodes and parameters bit for bit. Without it,
+        # TensorFlow's CPU kernels split some sums (the losses' means) across threads by the
+        # tensor's size, so a loss term or a parameter may differ in its last bit (measured: at
+        # most 1 unit in the last place after these 20 updates); the curves stay the same here.
+        exact = np.testing.assert_array_equal if jit_compile else (
+            lambda a, b, err_msg="": np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7, err_msg=err_msg))
+        for name in ("eval_return", "eval_return_std", "confirm_return", "train_return"):
+            np.testing.assert_array_equal(together["history"][name][:evaluations, i],
+                                          own["history"][name][:evaluations, 0], err_msg=name)
+        for name in ingraph.TERMS["ppo"]:
+            exact(together["history"][name][:evaluations, i], own["history"][name][:evaluations, 0], err_msg=name)
         np.testing.assert_array_equal(together["step"][:evaluations, i], own["step"][:evaluations, 0])
         assert together["steps"][i] == own["steps"][0] and together["episodes"][i] == own["episodes"][0]
         for name, value in own["params"].items():
-            np.testing.assert_array_equal(together["params"][name][i], value[0], err_msg=name)
+            exact(together["params"][name][i], value[0], err_msg=name)
         np.testing.assert_array_equal(together["final_returns"][i], own["final_returns"][0])
 
 
