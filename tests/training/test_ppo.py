@@ -121,5 +121,5 @@ def test_export_plays_cartpole_through_the_policy_signatures(ppo_run, tmp_path):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cartpole_preset_ends_its_full_budget_at_475(seed, tmp_path):
     metrics = ppo.train(dataclasses.replace(ppo.cartpole(), seed=seed), tmp_path, progress=False)
-    assert not metrics["stopped_early"] and metrics["steps"] >= 50_000
+    assert not metrics["stopped_early"] and metrics["steps"] >= 100_000
     assert metrics["final_eval_return"] >= 475, metrics  # 20 fresh greedy episodes
