@@ -40,17 +40,10 @@ from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES, Clock,  # 
 REFERENCE_STEPS = 100_000
 
 
-def one_thread_for_tensorflow() -> None:
-    import tensorflow as tf
-
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-
-
 def run_ours(seed: int) -> dict:
     from training import ppo
 
-    one_thread_for_tensorflow()
+    ppo.use_threads(1)  # as `python -m training ppo` does by default
 
     run_dir = Path(f"/tmp/ppo-benchmark-{seed}-{os.getpid()}")
     config = dataclasses.replace(ppo.cartpole(), seed=seed, eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES,
@@ -83,7 +76,8 @@ def run_tf_agents(seed: int) -> dict:
     from tf_agents.replay_buffers import tf_uniform_replay_buffer
     from tf_agents.utils import common
 
-    one_thread_for_tensorflow()
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
     let_tf_agents_count_actions_under_numpy_2()
     tf.random.set_seed(seed)
     num_envs = 30
