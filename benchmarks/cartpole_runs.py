@@ -136,6 +136,43 @@ def tf_agents_cartpole(seed: int, num_envs: int = 1):
         [GymnasiumEnv(seed + i) for i in range(num_envs)], multithreading=False))
 
 
+def tf_agents_episodes_run(agent, actor_net, train_env, seed: int, episodes: int, max_length: int,
+                           keep_going: Callable[[int, int], bool]) -> dict:
+    """Train a tf-agents agent that learns from whole episodes (REINFORCE, PPO) as its
+    examples do: an episode driver puts `episodes` episodes in a replay buffer (`max_length`
+    steps per environment), the agent trains on all of it, the buffer is emptied; while
+    keep_going(iterations, steps). The greedy policy is evaluated on the protocol's schedule."""
+    import tensorflow as tf
+    from tf_agents.drivers import dynamic_episode_driver
+    from tf_agents.replay_buffers import tf_uniform_replay_buffer
+    from tf_agents.utils import common
+
+    replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+        data_spec=agent.collect_data_spec, batch_size=train_env.batch_size, max_length=max_length)
+    steps = tf.Variable(0, dtype=tf.int64)
+
+    def count(trajectory):
+        return steps.assign_add(tf.reduce_sum(tf.cast(~trajectory.is_boundary(), tf.int64)))
+
+    driver = dynamic_episode_driver.DynamicEpisodeDriver(
+        train_env, agent.collect_policy, observers=[replay_buffer.add_batch, count], num_episodes=episodes)
+    driver.run = common.function(driver.run)
+    agent.train = common.function(agent.train)
+
+    greedy = tf.function(lambda observation: tf.argmax(
+        actor_net(observation, step_type=None, network_state=())[0].logits_parameter(), axis=-1))
+    clock = Clock(lambda observation: greedy(observation).numpy(), seed)
+    iterations = 0
+    while keep_going(iterations, int(steps.numpy())):
+        driver.run()
+        agent.train(replay_buffer.gather_all())
+        replay_buffer.clear()
+        iterations += 1
+        clock.catch_up(int(steps.numpy()))
+    clock.train_seconds += time.perf_counter() - clock.started
+    return clock.result("tf_agents", int(steps.numpy()))
+
+
 def let_tf_agents_count_actions_under_numpy_2() -> None:
     """tf-agents 0.19's CategoricalProjectionNetwork calls int() on np.unique(...), a
     one-element array, which numpy 2.4 refuses; give that module a numpy whose unique()

@@ -22,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES, Clock,  # noqa: E402
-                           let_tf_agents_count_actions_under_numpy_2, main, ours, sb3_run, tf_agents_cartpole)
+from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES,  # noqa: E402
+                           let_tf_agents_count_actions_under_numpy_2, main, ours, sb3_run, tf_agents_cartpole,
+                           tf_agents_episodes_run)
 
 
 def run_ours(algorithm: str, seed: int) -> dict:
@@ -43,10 +43,7 @@ def run_ours(algorithm: str, seed: int) -> dict:
 def run_tf_agents(seed: int) -> dict:
     import tensorflow as tf
     from tf_agents.agents.reinforce import reinforce_agent
-    from tf_agents.drivers import dynamic_episode_driver
     from tf_agents.networks import actor_distribution_network
-    from tf_agents.replay_buffers import tf_uniform_replay_buffer
-    from tf_agents.utils import common
 
     let_tf_agents_count_actions_under_numpy_2()
     tf.random.set_seed(seed)
@@ -58,28 +55,8 @@ def run_tf_agents(seed: int) -> dict:
         optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3), normalize_returns=True,
         train_step_counter=tf.Variable(0, dtype=tf.int64))
     agent.initialize()
-    replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-        data_spec=agent.collect_data_spec, batch_size=train_env.batch_size, max_length=2000)
-    steps = tf.Variable(0, dtype=tf.int64)
-
-    def count(trajectory):
-        return steps.assign_add(tf.reduce_sum(tf.cast(~trajectory.is_boundary(), tf.int64)))
-
-    driver = dynamic_episode_driver.DynamicEpisodeDriver(
-        train_env, agent.collect_policy, observers=[replay_buffer.add_batch, count], num_episodes=2)
-    driver.run = common.function(driver.run)
-    agent.train = common.function(agent.train)
-
-    greedy = tf.function(lambda observation: tf.argmax(
-        actor_net(observation, step_type=None, network_state=())[0].logits_parameter(), axis=-1))
-    clock = Clock(lambda observation: greedy(observation).numpy(), seed)
-    for _ in range(250):
-        driver.run()
-        agent.train(replay_buffer.gather_all())
-        replay_buffer.clear()
-        clock.catch_up(int(steps.numpy()))
-    clock.train_seconds += time.perf_counter() - clock.started
-    return clock.result("tf_agents", int(steps.numpy()))
+    return tf_agents_episodes_run(agent, actor_net, train_env, seed, episodes=2, max_length=2000,
+                                  keep_going=lambda iterations, steps: iterations < 250)
 
 
 def run_sb3(seed: int) -> dict:

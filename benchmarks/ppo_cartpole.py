@@ -30,12 +30,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES, Clock,  # noqa: E402
-                           let_tf_agents_count_actions_under_numpy_2, main, ours, sb3_run, tf_agents_cartpole)
+from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES,  # noqa: E402
+                           let_tf_agents_count_actions_under_numpy_2, main, ours, sb3_run, tf_agents_cartpole,
+                           tf_agents_episodes_run)
 
 REFERENCE_STEPS = 100_000
 
@@ -71,17 +71,13 @@ def run_sb3(seed: int) -> dict:
 def run_tf_agents(seed: int) -> dict:
     import tensorflow as tf
     from tf_agents.agents.ppo import ppo_clip_agent
-    from tf_agents.drivers import dynamic_episode_driver
     from tf_agents.networks import actor_distribution_network, value_network
-    from tf_agents.replay_buffers import tf_uniform_replay_buffer
-    from tf_agents.utils import common
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
     let_tf_agents_count_actions_under_numpy_2()
     tf.random.set_seed(seed)
-    num_envs = 30
-    train_env = tf_agents_cartpole(seed, num_envs)
+    train_env = tf_agents_cartpole(seed, num_envs=30)
     actor_net = actor_distribution_network.ActorDistributionNetwork(
         train_env.observation_spec(), train_env.action_spec(), fc_layer_params=(200, 100),
         activation_fn=tf.keras.activations.tanh)
@@ -93,28 +89,8 @@ def run_tf_agents(seed: int) -> dict:
         normalize_observations=False, normalize_rewards=False, use_gae=True, num_epochs=25,
         train_step_counter=tf.Variable(0, dtype=tf.int64))
     agent.initialize()
-    replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-        data_spec=agent.collect_data_spec, batch_size=num_envs, max_length=1001)
-    steps = tf.Variable(0, dtype=tf.int64)
-
-    def count(trajectory):
-        return steps.assign_add(tf.reduce_sum(tf.cast(~trajectory.is_boundary(), tf.int64)))
-
-    driver = dynamic_episode_driver.DynamicEpisodeDriver(
-        train_env, agent.collect_policy, observers=[replay_buffer.add_batch, count], num_episodes=30)
-    driver.run = common.function(driver.run, autograph=False)
-    agent.train = common.function(agent.train, autograph=False)
-
-    greedy = tf.function(lambda observation: tf.argmax(
-        actor_net(observation, step_type=None, network_state=())[0].logits_parameter(), axis=-1))
-    clock = Clock(lambda observation: greedy(observation).numpy(), seed)
-    while int(steps.numpy()) < REFERENCE_STEPS:
-        driver.run()
-        agent.train(replay_buffer.gather_all())
-        replay_buffer.clear()
-        clock.catch_up(int(steps.numpy()))
-    clock.train_seconds += time.perf_counter() - clock.started
-    return clock.result("tf_agents", int(steps.numpy()))
+    return tf_agents_episodes_run(agent, actor_net, train_env, seed, episodes=30, max_length=1001,
+                                  keep_going=lambda iterations, steps: steps < REFERENCE_STEPS)
 
 
 RUNNERS = {"ours_ppo": run_ours, "sb3": run_sb3, "tf_agents": run_tf_agents}
