@@ -102,12 +102,13 @@ def test_export_plays_cartpole_through_the_policy_signatures(ppo_run, tmp_path):
         while not done:
             batch = observation[None].astype(np.float32)
             if name == "greedy":
-                action = run(name, {"observation": batch})["action"]
+                inputs = {"observation": batch}
             elif name == "action":  # tf-agents' signature: the greedy action of a TimeStep
-                action = run(name, {"0/observation": batch, "0/step_type": np.ones(1, np.int32),
-                                    "0/reward": np.zeros(1, np.float32), "0/discount": np.ones(1, np.float32)})["action"]
+                inputs = {"0/observation": batch, "0/step_type": np.ones(1, np.int32),
+                          "0/reward": np.zeros(1, np.float32), "0/discount": np.ones(1, np.float32)}
             else:  # sampled, one seed per step
-                action = run(name, {"observation": batch, "seed": np.array([t], np.int64)})["action"]
+                inputs = {"observation": batch, "seed": np.array([t], np.int64)}
+            action = run(name, inputs)["action"]
             observation, reward, terminated, truncated, _ = env.step(int(action[0]))
             total, done, t = total + reward, terminated or truncated, t + 1
         if name in ("greedy", "action"):
