@@ -42,8 +42,9 @@ REFERENCE_STEPS = 100_000
 
 def run_ours(seed: int) -> dict:
     from training import ppo
+    from training.config import use_threads
 
-    ppo.use_threads(1)  # as `python -m training ppo` does by default
+    use_threads(1)  # as `python -m training ppo` does by default
 
     run_dir = Path(f"/tmp/ppo-benchmark-{seed}-{os.getpid()}")
     config = dataclasses.replace(ppo.cartpole(), seed=seed, eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES,

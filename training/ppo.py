@@ -16,7 +16,6 @@ minibatch, is one call of one traced function, which returns the new weights.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -25,14 +24,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import zoo
-from training.config import flat_dict, parse_config
+from rundir import Run, UserError
+from training.config import run_command
 from training.envs import make_env, make_vector_env
-from training.loop import check_resumable
 from training.optim import FusedAdam
-from training.pg import DERIVED, NumpyPolicy, _space_config
-from training.rl import Checkpoints, Evaluator, RLOptions
-from training.runtime import UserError, write_json
+from training.pg import DERIVED, policy_config
+from training.rl import Evaluator, RLOptions, VectorRollout
+from zoo.acting import NumpyPolicy, snapshot
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork, gae_targets, normalize_advantages, ppo_loss
 
 
@@ -197,43 +195,40 @@ def make_update(network: PolicyNetwork, optimizer: FusedAdam, config: PPOConfig)
     return update.get_concrete_function()
 
 
-def train(config: PPOConfig, run_dir: Path, *, progress: bool = True) -> dict:
-    """Train (or resume) a PPO agent into `run_dir`; return the final metrics (also in metrics.json)."""
+def train(config: PPOConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train (or resume) a PPO agent into the run directory `out`; return the final metrics (also in metrics.json)."""
     keras.utils.set_random_seed(config.seed)
     eval_env = make_env(config.env, training=False)
-    model_config = _space_config(eval_env, config, config.env)
-    if model_config.critic == "none":
+    config = dataclasses.replace(config, model=policy_config(eval_env, config))
+    if config.model.critic == "none":
         raise UserError("ppo needs a critic; use --critic=separate or --critic=shared")
-    config = dataclasses.replace(config, model=model_config)
-    check_resumable(run_dir, config)
-    write_json(run_dir / "config.json", {"algorithm": "ppo", **flat_dict(config)})
-    write_json(run_dir / "model.json", {"family": "policy_gradient", "algorithm": "ppo",
-                                        "config": dataclasses.asdict(model_config)})
-
-    network = PolicyNetwork(model_config)
-    optimizer = FusedAdam(network.trainable_variables, config.learning_rate, clipnorm=config.max_grad_norm)
-    rng = np.random.default_rng(config.seed)
+    run = Run.open(out, config, family="policy_gradient", kind="policy", model=config.model)
+    if run.finished:
+        return run.metrics
+    model_config = config.model
     continuous = model_config.action_kind == "continuous"
 
     def to_env(action):
         return np.clip(action, eval_env.action_space.low, eval_env.action_space.high) if continuous else action
 
-    checkpoints = Checkpoints(run_dir, config.checkpoint_every, **zoo.checkpointed(network), optimizer=optimizer)
-    step, state = checkpoints.restore(rng)
-    if (metrics := checkpoints.finished_metrics(step)) is not None:
-        return metrics
-    policy = NumpyPolicy(network, {v.path: v.numpy() for v in network.trainable_variables})
+    network = PolicyNetwork(model_config)
+    optimizer = FusedAdam(network.trainable_variables, config.learning_rate, clipnorm=config.max_grad_norm)
+    rng = np.random.default_rng(config.seed)
+    checkpoints = run.checkpoints(config.checkpoint_every, model=network, optimizer=optimizer, rng=rng)
+    policy = NumpyPolicy(network, snapshot(network.trainable_variables))
     evaluator = Evaluator(config, eval_env, lambda observation: to_env(policy.act(observation, None)), config.seed,
-                          history=state.get("history"), train_seconds=state.get("train_seconds", 0.0))
-    episode_returns = state.get("episode_returns", [])
+                          run)
+    rollout = VectorRollout(make_vector_env(config.env, config.num_envs, native=True), config.seed)
+    step = 0
+    if (saved := checkpoints.restore()) is not None:
+        step = saved.step
+        evaluator.restore(saved.state["evaluator"])
+        rollout.restore(saved, step)
+        policy = NumpyPolicy(network, snapshot(network.trainable_variables))
     update = make_update(network, optimizer, config)  # traced here: on the training clock
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
     bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress, dynamic_ncols=True,
                desc=f"ppo {config.env}")
 
-    envs = make_vector_env(config.env, config.num_envs, native=True)
-    observation, _ = envs.reset(seed=config.seed + step)
-    just_reset = np.zeros(config.num_envs, bool)  # the next step only resets these (its action is ignored)
     shape = (config.n_steps, config.num_envs)
     observations = np.zeros((*shape, *model_config.observation_shape), np.float32)
     actions = np.zeros((*shape, model_config.num_actions) if continuous else shape,
@@ -241,27 +236,24 @@ def train(config: PPOConfig, run_dir: Path, *, progress: bool = True) -> dict:
     rewards, values, final_values, weights = (np.zeros(shape, np.float32) for _ in range(4))
     terminated, truncated = np.zeros(shape, bool), np.zeros(shape, bool)
 
-    while step < config.total_steps:
+    while step < config.total_steps and not evaluator.stopped:
         previous = step
         # ALGO LOGIC: a rollout with the current policy.
         for t in range(config.n_steps):
-            action = policy.act(observation, rng)
-            values[t] = policy.values(observation)  # a few rows at a time: numpy's matmul stays on one thread
-            next_observation, reward, terminated[t], truncated[t], info = envs.step(to_env(action))
-            observations[t], actions[t], weights[t] = observation, action, ~just_reset
-            rewards[t] = reward * config.reward_scale
+            values[t] = policy.values(rollout.observation)  # a few rows at a time: numpy's matmul stays on one thread
+            action = policy.act(rollout.observation, rng)
+            transition = rollout.step(action, to_env(action))
+            observations[t], actions[t], weights[t] = transition.observation, action, transition.valid
+            terminated[t], truncated[t] = transition.terminated, transition.truncated
+            rewards[t] = transition.reward * config.reward_scale
             if truncated[t].any():  # a time limit, not an end: GAE bootstraps from the final observation
-                final_values[t, truncated[t]] = policy.values(next_observation[truncated[t]])
-            if "_episode" in info:
-                episode_returns.extend(info["episode"]["r"][info["_episode"]].tolist())
-            just_reset = terminated[t] | truncated[t]
-            observation = next_observation
+                final_values[t, truncated[t]] = policy.values(transition.next_observation[truncated[t]])
         step += config.batch_size
         bar.update(step - previous)
 
         # ALGO LOGIC: GAE(lambda), then the epochs of minibatches; act with the new weights.
         targets, advantages = gae_targets(rewards, terminated, truncated, values, final_values,
-                                          policy.values(observation), config.gamma, config.gae_lambda)
+                                          policy.values(rollout.observation), config.gamma, config.gae_lambda)
         remaining = 1.0 - previous / config.total_steps
         if config.anneal_learning_rate:
             optimizer.learning_rate.assign(config.learning_rate * remaining)
@@ -272,51 +264,29 @@ def train(config: PPOConfig, run_dir: Path, *, progress: bool = True) -> dict:
             tf.constant(targets.reshape(-1)), tf.constant(values.reshape(-1)),
             tf.constant(weights.reshape(-1)), tf.constant(clip_ratio, tf.float32),
             tf.constant(rng.integers(2**62, size=2)))
-        policy = NumpyPolicy(network, {path: w.numpy() for path, w in new_weights.items()})
+        policy = NumpyPolicy(network, new_weights)
 
+        episode_returns = rollout.episode_returns
         if evaluator.due(previous, step, config.total_steps):
             record = evaluator.evaluate(
-                step, writer, train_return=float(np.mean(episode_returns[-20:])) if episode_returns else None,
+                step, train_return=float(np.mean(episode_returns[-20:])) if episode_returns else None,
                 learning_rate=float(optimizer.learning_rate.numpy()), clip_ratio=clip_ratio,
                 **{name: float(value) for name, value in terms.items()})
             bar.set_postfix(eval=f"{record['eval_return']:.1f}")
         if evaluator.stopped or checkpoints.due(previous, step) or step >= config.total_steps:
-            checkpoints.save(step, rng, **evaluator.state(), episode_returns=episode_returns[-100:])
-        if evaluator.stopped:
-            break
+            kept = rollout.checkpoint()
+            checkpoints.save(step, state={"evaluator": evaluator.state(), **kept["state"]}, arrays=kept["arrays"],
+                             pickled=kept["pickled"])
     bar.close()
-
-    metrics = evaluator.finish(run_dir, step, config.total_steps, episode_returns, f"PPO on {config.env}",
-                               algorithm="ppo", env=config.env)
-    writer.flush()
-    return metrics
-
-
-def use_threads(threads: int) -> None:
-    """Give TensorFlow's inter- and intra-op pools `threads` threads each (0: its default, one
-    per core), unless its runtime already started in this process (a test, a notebook)."""
-    if threads:
-        try:
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass
+    rollout.envs.close()
+    return evaluator.finish(step, config.total_steps, rollout.episode_returns, f"PPO on {config.env}",
+                            algorithm="ppo", env=config.env)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training ppo",
-                                     description="Train a PPO agent on a gymnasium environment.")
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="TensorFlow's threads per pool (0: one per core). PPO's ops are too small to share: "
-                             "one thread is faster, and gives the same run (default: %(default)s)")
-    config, args = parse_config(argv, parser, PRESETS, "cartpole", hidden=DERIVED)
-    use_threads(args.threads)
-    try:
-        metrics = train(config, args.out, progress=not args.no_progress)
-    except UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    """`python -m training ppo`: parse, train, print the final greedy return."""
+    metrics, _ = run_command(argv, "ppo", "Train a PPO agent on a gymnasium environment.", PRESETS, "cartpole",
+                             train, hidden=DERIVED, threads=1)
     print(f"final greedy return {metrics['final_eval_return']:.1f} over {metrics['final_eval_episodes']} episodes; "
           f"{metrics['steps']} steps in {metrics['train_seconds']:.1f} s of training")
     return 0

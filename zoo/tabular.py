@@ -1,8 +1,11 @@
-"""Tabular dynamic programming and Q-learning, exact on small gymnasium grid tasks (FrozenLake).
+"""Tabular dynamic programming and Q-learning, exact on small gymnasium grid tasks (FrozenLake,
+and the worlds of zoo/worlds.py).
 
 - `value_iteration`: V(s) <- max_a sum_{s'} p(s'|s,a) [r + gamma (1 - done) V(s')] until the
   largest change is below `tolerance`; needs the model, which toy-text environments expose
   as `env.unwrapped.P[s][a] = [(probability, next_state, reward, terminated), ...]`.
+- `evaluate_policy`: the exact expected return of a given (stochastic) policy over a fixed
+  number of steps, e.g. an environment's time limit.
 - `q_learning`: model-free, from experience: Q(s,a) <- Q(s,a) + alpha [r + gamma (1 - done)
   max_a' Q(s',a') - Q(s,a)], acting epsilon-greedily.
 - `greedy_success`: how often the greedy policy of a table reaches a rewarding end.
@@ -48,6 +51,21 @@ def value_iteration(env: gym.Env, gamma: float = 0.99, tolerance: float = 1e-10,
         if change < tolerance:
             return values, bellman_backup(values, probability, reward, terminal, gamma), sweep
     raise RuntimeError(f"value iteration did not converge to {tolerance} in {max_sweeps} sweeps")
+
+
+def evaluate_policy(env: gym.Env, policy: np.ndarray, horizon: int, gamma: float = 1.0) -> np.ndarray:
+    """V [S]: the expected return of `horizon` steps from each state acting by `policy` [S, A]
+    (each row a distribution over actions), exactly, by `horizon` backups from V = 0:
+    V(s) <- sum_a pi(a|s) sum_{s'} p(s'|s,a) [r + gamma (1 - done) V(s')].
+
+    With an environment's time limit as `horizon` this is what its episodes return on average
+    from each start state, truncation included.
+    """
+    probability, reward, terminal = transition_model(env)
+    values = np.zeros(probability.shape[0])
+    for _ in range(horizon):
+        values = (policy * bellman_backup(values, probability, reward, terminal, gamma)).sum(axis=1)
+    return values
 
 
 def q_learning(env: gym.Env, episodes: int, gamma: float = 0.99, alpha: float = 0.1, epsilon: float = 0.1,

@@ -3,6 +3,7 @@ refused, the export plays through the policy signatures; the cartpole preset (sl
 full budget at 475 or more on seeds 0, 1, 2."""
 import dataclasses
 import json
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -12,14 +13,8 @@ import tensorflow as tf
 from export.savedmodel import export_run, load_run
 from export.verify import verify
 from tests.export.test_policy_export import TF_AGENTS_SIGNATURES, greedy_returns
+from tests.training.test_dqn import without_wall_clock
 from training import ppo
-
-
-@pytest.fixture(scope="module")
-def ppo_run(tmp_path_factory):
-    """The smoke preset trained once: (run_dir, metrics)."""
-    run_dir = tmp_path_factory.mktemp("ppo") / "run"
-    return run_dir, ppo.train(ppo.smoke(), run_dir, progress=False)
 
 
 def test_smoke_run_learns_cartpole(ppo_run):
@@ -32,26 +27,26 @@ def test_smoke_run_learns_cartpole(ppo_run):
     assert metrics["steps"] == 8192 and not metrics["stopped_early"]
     # the annealed clip range reaches about 0 by the last update: 0.2 * (1 - 7936 / 8192) = 0.00625
     assert history[-1]["clip_ratio"] == pytest.approx(0.00625)
-    assert json.loads((run_dir / "model.json").read_text())["algorithm"] == "ppo"
+    assert metrics["algorithm"] == "ppo"
+    assert json.loads((run_dir / "model.json").read_text())["kind"] == "policy"
     assert (run_dir / "learning_curves.png").exists() and list((run_dir / "tensorboard").iterdir())
 
 
-def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, capsys):
+def test_an_interrupted_run_resumes_to_the_uninterrupted_run(tmp_path, capsys):
+    """Stopped just after its checkpoint at 2,048 steps, a run resumes to the same history and
+    metrics (weights, optimizer, generator and the environments mid-episode come back)."""
     config = dataclasses.replace(ppo.smoke(), total_steps=3_072, checkpoint_every=1_024, eval_every=1_024)
     whole = ppo.train(config, tmp_path / "run", progress=False)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    # as if the run had died just after its checkpoint at 2,048 steps
-    for path in (tmp_path / "run" / "checkpoints").glob("*-3072*"):
-        path.unlink()
-    (tmp_path / "run" / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-2048"\n')
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "3072")  # as if the run had died just after 2,048
     (tmp_path / "run" / "metrics.json").unlink()
 
     resumed = ppo.train(config, tmp_path / "run", progress=False)
     again = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert "resuming from step 2048" in capsys.readouterr().out
     assert resumed["steps"] == whole["steps"] == 3_072
-    # weights, optimizer, random generator and history come back; the environments restart
-    # from fresh episodes (seeded by the step), so only the last evaluation may differ
-    assert again[:2] == history[:2] and [r["step"] for r in again] == [1024, 2048, 3072]
+    assert [without_wall_clock(r) for r in again] == [without_wall_clock(r) for r in history]
+    assert without_wall_clock(resumed) == without_wall_clock(whole)
     assert ppo.train(config, tmp_path / "run", progress=False) == resumed
     assert "already trained" in capsys.readouterr().out
 
@@ -81,9 +76,10 @@ def _session_player(version_dir):
     return run, session
 
 
-def test_export_plays_cartpole_through_the_policy_signatures(ppo_run, tmp_path):
-    run_dir, metrics = ppo_run
-    version_dir = export_run(run_dir, tmp_path / "models", "cartpole_ppo")
+def test_export_plays_cartpole_through_the_policy_signatures(ppo_run, ppo_export):
+    """Exported like A2C (tests/serving/test_cli.py plays it through the server)."""
+    metrics = ppo_run[1]
+    run_dir, version_dir = ppo_export
     # the session-based loader's verdict (a PPO export is an A2C one: the same PolicyNetwork and
     # writer, whose exports tests/export also puts through the reference checker)
     _, results = verify(version_dir)
@@ -115,7 +111,23 @@ def test_export_plays_cartpole_through_the_policy_signatures(ppo_run, tmp_path):
             assert total == expected
         else:  # sampling: far better than a random policy's 22 or so
             assert total > 60
+    observation = np.random.default_rng(0).normal(scale=0.1, size=(6, 4)).astype(np.float32)
+    outputs = model(observation)
+    np.testing.assert_allclose(run("probabilities", {"observation": observation})["probabilities"],
+                               tf.nn.softmax(outputs["logits"]).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(run("value", {"observation": observation})["value"], outputs["value"].numpy(),
+                               rtol=1e-5)
     session.close()
+
+
+def test_a_gaussian_ppo_policy_exports_its_distribution(tmp_path):
+    """Pendulum's PPO (a few updates on tiny rollouts) exports as A2C's Gaussian policy does."""
+    config = dataclasses.replace(ppo.pendulum(), n_steps=16, num_minibatches=1, total_steps=128, eval_every=128,
+                                 eval_episodes=1, final_eval_episodes=1)
+    ppo.train(config, tmp_path / "run", progress=False)
+    _, results = verify(export_run(tmp_path / "run", tmp_path / "models", "pendulum_ppo"))
+    assert {r.name for r in results} == {"serving_default", "greedy", "distribution", "value", *TF_AGENTS_SIGNATURES}
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
 
 
 @pytest.mark.slow
