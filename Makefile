@@ -8,8 +8,9 @@ RUN := runs/vae-demo
 MODELS := models
 GRPC_PORT ?= 8500
 REST_PORT ?= 8501
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test venv tf-agents-venv bench-venv clean
+.PHONY: demo playground test venv tf-agents-venv bench-venv clean
 
 venv: $(VENV)/.installed
 
@@ -53,7 +54,30 @@ demo: venv
 	@echo "export:       $(MODELS)/vae/<version>   server config: $(MODELS)/models.config"
 	@echo "served:       $(RUN)/served-samples.png (sampled over gRPC; server log $(RUN)/server.log)"
 
-test: venv tf-agents-venv
+# $(call trained,NAME,RUN,TRAINING ARGUMENTS): train RUN and export it as MODELS/NAME, unless MODELS/NAME exists
+trained = test -d $(MODELS)/$(1) || { $(PY) -m training $(3) --out $(2) && \
+  $(PY) -m export $(2) --model_base_path $(MODELS) --name $(1); }
+PLAYGROUND_URL := http://127.0.0.1:$(REST_PORT)/playground/?models=vae,pixelcnn,cartpole,acrobot
+
+# The playground page (docs/playground.md): trains and exports what it shows the first time (make demo's VAE
+# is reused), then serves it with the page until Ctrl-C.
+playground: venv
+	$(call trained,vae,$(RUN),vae --preset demo)
+	$(call trained,pixelcnn,runs/pixelcnn-playground,pixelcnn --preset demo --epochs=2)
+	$(call trained,cartpole,runs/a2c-cartpole,a2c --preset cartpole)
+	$(call trained,acrobot,runs/a2c-acrobot,a2c --preset acrobot)
+	@$(PY) -m serving serve --model_config_file=$(CURDIR)/$(MODELS)/models.config --port=$(GRPC_PORT) \
+	    --rest_api_port=$(REST_PORT) --playground & server=$$!; \
+	  trap 'kill $$server 2>/dev/null; wait $$server' EXIT; \
+	  $(PY) -m serving query --server=127.0.0.1:$(GRPC_PORT) status --model=acrobot --wait=120 > /dev/null && \
+	  echo && echo "playground: $(PLAYGROUND_URL)   (Ctrl-C stops the server)" && echo && wait $$server
+
+# the playground's browser tests drive Debian's Chromium through Playwright (which downloads no browser);
+# installed as root when missing
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: venv tf-agents-venv $(CHROMIUM)
 	$(PY) -m pytest
 
 clean:

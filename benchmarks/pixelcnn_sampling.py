@@ -20,6 +20,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def adam_train_step(model):
+    """A `tf.function` step of Adam (step size 1e-3) on -mean log p(x) of a batch of images; returns the loss."""
+    import keras
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def train_step(images):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(model.log_prob(images))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+    return train_step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one timing of each, a smaller model")
@@ -35,7 +51,7 @@ def main() -> None:
     from zoo.pixelcnn import PixelCNN, PixelCNNConfig
 
     # the demo preset's model (32 filters, 5 gated layers); --quick: 16 filters, 3 layers
-    config = PixelCNNConfig(filters=16, layers=2) if args.quick else demo().model
+    config = PixelCNNConfig(filters=16, layers=3) if args.quick else demo().model
     rounds = 1 if args.quick else args.rounds
     keras.utils.set_random_seed(0)
     model = PixelCNN(config)
@@ -54,15 +70,8 @@ def main() -> None:
         naive_s.append(timed(naive))
         fast_s.append(timed(fast))
 
-    optimizer = keras.optimizers.Adam(1e-3)
     images = tf.cast(tf.random.uniform((64, 28, 28, 1), seed=0) < 0.3, tf.float32)
-
-    @tf.function
-    def train_step(images):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.log_prob(images))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-        return loss
+    train_step = adam_train_step(model)
     train_step(images)
     steps = 5 if args.quick else 20
     start = time.perf_counter()

@@ -4,12 +4,18 @@ Contenders, each at 1, 4 and 16 concurrent clients sending batch-1 Predict reque
 - in-process: the SavedModel's signature called in this process (numpy in, numpy out);
 - ours: `python -m serving serve`, unbatched and with `--enable_batching`;
 - minimal: a thread-pool `grpc.server` (16 workers) calling `tf.saved_model.load(...)
-  .signatures[...]`, like the one ../shared/TF_SERVING.md measured (about 900 requests/s).
+  .signatures[...]`, a design measured at about 900 requests/s on these machines.
 
 Models: a small policy (MLP 4-64-64-2) and a VAE-style decoder (16 -> 28x28x1), both
 exported with ExportArchive. The client is this process: N threads on one shared channel,
 100 warm-up calls, then a fixed number of requests; rounds are interleaved and medians
-reported. Aims (issue 3): overhead over the in-process call at 1 client <= 0.8 ms p50; at
+reported.
+
+The large-body case (issue 17): one 224x224x3 float image (3.2 MB of JSON) to a small image
+model (global average pool, dense 10) over REST, beside the same request over gRPC and
+beside decoding that JSON in-process (json.loads), 20 requests each, interleaved, medians.
+
+Aims (issue 3): overhead over the in-process call at 1 client <= 0.8 ms p50; at
 16 clients >= 2x the minimal server's requests/s with p99 < 25 ms.
 
     .venv/bin/python -m benchmarks.serving [--quick]
@@ -47,7 +53,9 @@ def export_models(base: Path) -> dict[str, tuple[Path, str, list[int]]]:
         keras.layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu"),
         keras.layers.Conv2DTranspose(16, 3, strides=2, padding="same", activation="relu"),
         keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")])
-    for name, model, alias, shape in (("qnet", qnet, "observation", [4]), ("decoder", decoder, "z", [16])):
+    image = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    for name, model, alias, shape in (("qnet", qnet, "observation", [4]), ("decoder", decoder, "z", [16]),
+                                      ("image", image, "image", [224, 224, 3])):
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serving_default", model.call,
@@ -59,7 +67,7 @@ def export_models(base: Path) -> dict[str, tuple[Path, str, list[int]]]:
 
 # ------------------------------------------------------------------------------ the minimal server
 def minimal_server(port: int, version_dir: str) -> None:
-    """A thread-pool gRPC Predict server over the eager signature (TF_SERVING.md section K)."""
+    """A thread-pool gRPC Predict server over the eager signature."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     import grpc
     import tensorflow as tf
@@ -134,6 +142,38 @@ def load(call, clients: int, requests: int) -> tuple[float, float, float]:
             len(latencies) / elapsed)
 
 
+def large_body(grpc_port: int, rest_port: int, requests: int = 20) -> dict[str, float]:
+    """Median seconds of one 224x224x3 image: json.loads of its REST body, REST predict, gRPC predict."""
+    import json
+    import urllib.request
+
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    image = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+    body = json.dumps({"instances": image.tolist()}).encode()
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "image"
+    request.inputs["image"].CopyFrom(tf.make_tensor_proto(image))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+
+    def rest():
+        post = urllib.request.Request(f"http://127.0.0.1:{rest_port}/v1/models/image:predict", data=body)
+        with urllib.request.urlopen(post, timeout=120) as reply:
+            assert len(json.loads(reply.read())["predictions"][0]) == 10
+    cases = {"json.loads of the body": lambda: json.loads(body), "REST predict": rest,
+             "gRPC predict": lambda: stub.Predict(request, timeout=120)}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(requests):  # interleaved, so load changes hit every case alike
+        for name, call in cases.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 round of 600 requests (a smoke run)")
@@ -162,14 +202,17 @@ def main() -> None:
 
     servers: dict[str, dict[str, int]] = {"ours": {}, "ours batched": {}, "minimal": {}}
     processes = []
-    port = free_port()
-    processes.append(start(["-m", "serving", "serve", f"--port={port}", f"--model_config_file={config}"]))
+    port, rest_port = free_port(), free_port()
+    processes.append(start(["-m", "serving", "serve", f"--port={port}", f"--rest_api_port={rest_port}",
+                            f"--model_config_file={config}"]))
     servers["ours"] = {n: port for n in models}
     port = free_port()
     processes.append(start(["-m", "serving", "serve", f"--port={port}", f"--model_config_file={config}",
                             "--enable_batching", f"--batching_parameters_file={base / 'batching.config'}"]))
     servers["ours batched"] = {n: port for n in models}
     for name, (version_dir, _, _) in models.items():
+        if name == "image":
+            continue
         port = free_port()
         processes.append(start([str(Path(__file__).resolve()), "--minimal-server", str(port), str(version_dir)]))
         servers["minimal"][name] = port
@@ -179,6 +222,8 @@ def main() -> None:
         rng = np.random.default_rng(0)
         calls = {}
         for name, (version_dir, alias, shape) in models.items():
+            if name == "image":
+                continue
             row = rng.normal(size=(1, *shape)).astype(np.float32)
             request = predict_pb2.PredictRequest()
             request.model_spec.name = name
@@ -199,6 +244,7 @@ def main() -> None:
                 for clients in CLIENTS:
                     results.setdefault((name, contender, clients), []).append(load(call, clients, requests))
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr)
+        body_times = large_body(servers["ours"]["image"], rest_port, 5 if args.quick else 20)
     finally:
         for process in processes:
             process.terminate()
@@ -213,13 +259,13 @@ def main() -> None:
     print(f"| model | contender | {' | '.join(f'{c} client(s)' for c in CLIENTS)} |")
     print("|---|---|" + "---|" * len(CLIENTS))
     contenders = ["in-process", *servers]
-    for name in models:
+    for name in [n for n in models if n != "image"]:
         for contender in contenders:
             cells = [f"{median((name, contender, c), 0):,.0f} / {median((name, contender, c), 1):,.0f}; "
                      f"{median((name, contender, c), 2):,.0f} rps" for c in CLIENTS]
             print(f"| {name} | {contender} | {' | '.join(cells)} |")
     print()
-    for name in models:
+    for name in [n for n in models if n != "image"]:
         base_p50 = median((name, "in-process", 1), 0)
         for contender in ("ours", "ours batched"):
             overhead = (median((name, contender, 1), 0) - base_p50) / 1000
@@ -227,6 +273,11 @@ def main() -> None:
             p99 = median((name, contender, 16), 1) / 1000
             print(f"{name}, {contender}: overhead at 1 client {overhead:.2f} ms p50 (aim <= 0.8); "
                   f"at 16 clients {ratio:.2f}x the minimal server's requests/s (aim >= 2), p99 {p99:.1f} ms (aim < 25)")
+
+    decode = body_times["json.loads of the body"]
+    print("\none 224x224x3 float image (3.2 MB of JSON), medians: " + "; ".join(
+        f"{name} {seconds * 1000:,.0f} ms" for name, seconds in body_times.items())
+        + f"; REST / json.loads {body_times['REST predict'] / decode:.1f}x")
 
 
 if __name__ == "__main__":

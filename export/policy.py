@@ -6,10 +6,11 @@ load_specs_from_pbtxt=True)` runs it unchanged:
 
 - the `action` signature, inputs `0/step_type`, `0/reward`, `0/discount`,
   `0/observation`, output `action`; `get_initial_state(batch_size)`; `get_train_step()
-  -> int64`. PolicySaver gives a stateless policy's `get_initial_state` and its
-  `get_metadata` no outputs at all, which no session can run (TensorFlow Serving answers
-  "Must specify at least one target to fetch or execute"): ours returns an empty state
-  `state[batch_size, 0]`, and `get_metadata` is left to the saved object;
+  -> int64`; `get_metadata()`. PolicySaver gives a stateless policy's `get_initial_state`,
+  and `get_metadata` when no metadata is passed, no outputs at all, which no session can
+  run (TensorFlow Serving answers "Must specify at least one target to fetch or
+  execute"): ours returns an empty state `state[batch_size, 0]`, and the metadata
+  `{"train_step": int64}` (PolicySaver's metadata is a dict of variables; this is ours);
 - on the saved object, `action(time_step, policy_state=())` returning a
   `PolicyStep(action, state, info)`, `get_initial_state`, `get_train_step`,
   `get_metadata`, `train_step` and `model_variables`;
@@ -96,7 +97,7 @@ def write_policy(model: keras.Model, path: Path, signatures: dict, train_step: i
     root = tf.Module()
     root.model_variables = list(model.variables)
     root.train_step = tf.Variable(train_step, dtype=tf.int64, trainable=False, name="train_step")
-    root.metadata = {}
+    root.metadata = {"train_step": root.train_step}
 
     step_spec = time_step_spec(observation)
 
@@ -108,7 +109,7 @@ def write_policy(model: keras.Model, path: Path, signatures: dict, train_step: i
     get_initial_state = tf.function(lambda batch_size: ())
     get_initial_state.get_concrete_function(tf.TensorSpec([], tf.int32, name="batch_size"))
     get_train_step = tf.function(lambda: root.train_step.read_value()).get_concrete_function()
-    get_metadata = tf.function(lambda: {}).get_concrete_function()
+    get_metadata = tf.function(lambda: {k: v.read_value() for k, v in root.metadata.items()}).get_concrete_function()
     root.action, root.get_initial_state = action, get_initial_state
     root.get_train_step, root.get_metadata = get_train_step, get_metadata
 
@@ -125,6 +126,7 @@ def write_policy(model: keras.Model, path: Path, signatures: dict, train_step: i
         "get_initial_state": tf.function(lambda batch_size: {"state": tf.zeros([batch_size, 0])}).get_concrete_function(
             tf.TensorSpec([], tf.int32, name="batch_size")),
         "get_train_step": tf.function(lambda: {"int64": root.train_step.read_value()}).get_concrete_function(),
+        "get_metadata": get_metadata,
     })
     # The tf.Variables the functions capture, tracked on the root: the session-based loader
     # finds a variable only through the object graph (as keras.export.ExportArchive does).

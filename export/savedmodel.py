@@ -10,13 +10,11 @@ place when complete, so a server polling MODELS/NAME never sees half a model.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
 import shutil
 import tempfile
-import typing
 from pathlib import Path
 
 import keras
@@ -28,6 +26,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import zoo
 from export.policy import write_policy
+from rundir import Run, UserError, config_from_json
 
 CARD = "model_card.json"
 WARMUP = "tf_serving_warmup_requests"
@@ -44,41 +43,37 @@ def version_numbers(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _config_from_json(config_type: type, values: dict):
-    """Rebuild a config dataclass from JSON (lists back to tuples where the field is a tuple)."""
-    hints = typing.get_type_hints(config_type)
-    fields = {}
-    for field in dataclasses.fields(config_type):
-        if field.name in values:
-            value = values[field.name]
-            fields[field.name] = tuple(value) if typing.get_origin(hints[field.name]) is tuple else value
-    return config_type(**fields)
-
-
 def load_run(run_dir: Path) -> tuple[keras.Model, dict]:
-    """Rebuild the model of a training run from model.json and restore its last checkpoint."""
-    description = run_dir / "model.json"
-    if not description.exists():
-        raise ExportError(f"{run_dir} is not a training run directory (no model.json); "
-                          f"train one with 'python -m training FAMILY --out {run_dir}'")
-    with open(description) as f:
-        info = json.load(f)
-    if info["family"] not in zoo.FAMILIES:
-        raise ExportError(f"{description} names an unknown family {info['family']!r}")
-    config_type, model_type = zoo.FAMILIES[info["family"]]
-    model = model_type(_config_from_json(config_type, info["config"]))
-    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-    if latest is None:
-        raise ExportError(f"{run_dir} has no checkpoint to export; train it first "
-                          f"(the run directory must hold checkpoints/)")
+    """Rebuild the model of a training run from its model.json and restore its latest intact
+    checkpoint: (model, what the run declares: family, kind, config, and the checkpoint)."""
     try:
-        tf.train.Checkpoint(**zoo.checkpointed(model)).restore(latest).expect_partial().assert_existing_objects_matched()
-    except AssertionError:
-        raise ExportError(f"{latest} does not hold this model's variables (checkpoints written before they "
-                          f"were listed as model_variables reach them only through the optimizer); "
-                          f"train the run again to export it") from None
-    info["checkpoint"] = latest
-    return model, info
+        run = Run.read(run_dir)
+        if run.kind not in WRITERS:
+            raise ExportError(f"{run_dir} holds a run of kind {run.kind} ({run.family}), which has no model to "
+                              f"serve; export a run of kind {' or '.join(WRITERS)}")
+        if run.family not in zoo.MODEL_FAMILIES:
+            raise ExportError(f"{run_dir / 'model.json'} names an unknown family {run.family!r}")
+        config_type, model_type = zoo.MODEL_FAMILIES[run.family]
+        model = model_type(config_from_json(config_type, run.model_config))
+        checkpoint = run.restore_model(model)
+    except UserError as error:
+        raise ExportError(str(error)) from None
+    return model, {"family": run.family, "kind": run.kind, "config": run.model_config, "checkpoint": checkpoint,
+                   "train_step": int(checkpoint.parent.name), "run": run}
+
+
+def write_image_model(model: keras.Model, path: Path, signatures: dict, train_step: int) -> None:
+    """An image model's SavedModel: its signatures through keras.export.ExportArchive."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for signature, (function, specs) in signatures.items():
+        archive.add_endpoint(signature, function, input_signature=specs)
+    archive.write_out(str(path), verbose=False)
+
+
+WRITERS = {"image_model": write_image_model, "policy": write_policy}
+"""How each kind of run a training run declares becomes a SavedModel (policies add what
+tf-agents programs load)."""
 
 
 def filler_inputs(specs: list[tuple[str, tf.DType, list[int | None]]],
@@ -133,27 +128,14 @@ def export_run(run_dir: Path, models_dir: Path, name: str) -> Path:
     """Export the run's last checkpoint as MODELS/NAME/<next version>; return that directory."""
     model, info = load_run(run_dir)
     signatures = model.serving_signatures()
-    examples_path = run_dir / "examples.npz"
-    examples = {}
-    if examples_path.exists():
-        with np.load(examples_path) as f:
-            examples = {"images": f["images"], "label": f["labels"]}
+    examples = info["run"].examples()
 
     model_dir = models_dir / name
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
     try:
         version_dir = staging / "saved_model"
-        if hasattr(model, "greedy_action"):  # a policy: add what tf-agents programs load
-            metrics_path = run_dir / "metrics.json"
-            steps = json.loads(metrics_path.read_text()).get("steps", 0) if metrics_path.exists() else 0
-            write_policy(model, version_dir, signatures, train_step=steps)
-        else:
-            archive = keras.export.ExportArchive()
-            archive.track(model)
-            for signature, (function, specs) in signatures.items():
-                archive.add_endpoint(signature, function, input_signature=specs)
-            archive.write_out(str(version_dir), verbose=False)
+        WRITERS[info["kind"]](model, version_dir, signatures, train_step=info["train_step"])
         extra = version_dir / "assets.extra"
         extra.mkdir(exist_ok=True)
         requests = {signature: filler_inputs([(s.name, s.dtype, list(s.shape)) for s in specs], examples)
@@ -178,21 +160,19 @@ def export_run(run_dir: Path, models_dir: Path, name: str) -> Path:
 
 def model_card(model: keras.Model, info: dict, run_dir: Path, name: str, signatures: dict) -> dict:
     """What the export is, how it was trained, how well it does, and what each signature gives."""
-    def read(file: str) -> dict:
-        path = run_dir / file
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    metrics = read("metrics.json")
+    run = info["run"]
+    metrics = run.metrics
     expectations = model.signature_expectations()
     return {
         "name": name,
         "family": info["family"],
+        "kind": info["kind"],
         "model_config": info["config"],
-        "training_config": read("config.json"),
+        "training_config": run.config,
         "metrics": metrics,
         "data": metrics.get("data"),
         "train_steps": metrics.get("steps"),
-        "checkpoint": info["checkpoint"],
+        "checkpoint": str(info["checkpoint"]),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "signatures": {

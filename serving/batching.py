@@ -81,7 +81,7 @@ class Batcher:
     """Merges tasks per queue; `run` is awaited by each request and returns its own rows."""
 
     def __init__(self, options: BatchOptions, run, metrics: Metrics):
-        """`run(servable, signature, inputs, aliases, timeout)` is awaited to run one merged batch."""
+        """`run(servable, signature, inputs, aliases, deadline)` is awaited to run one merged batch."""
         self.options = options
         self.run_batch = run
         self.metrics = metrics
@@ -173,8 +173,9 @@ class Batcher:
                 merged[alias] = np.concatenate(parts) if len(parts) > 1 else parts[0]
             self.metrics.processed_batch_size.observe(padded)
             self.metrics.wrapped_run_count.inc()
-            remaining = [t.deadline - now for t in live if t.deadline is not None]
-            outputs = await self.run_batch(servable, signature, merged, aliases, max(remaining) if remaining else None)
+            deadlines = [t.deadline for t in live]
+            outputs = await self.run_batch(servable, signature, merged, aliases,
+                                           None if None in deadlines else max(deadlines))
             for alias, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != padded:
                     raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,

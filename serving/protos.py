@@ -1,8 +1,9 @@
-"""The two config protos tensorflow-serving-api leaves out, and text-format parsing of all three.
+"""The config protos tensorflow-serving-api leaves out, and text-format parsing of config files.
 
-`BatchingParameters` (servables/tensorflow/session_bundle_config.proto) and
-`MonitoringConfig` (config/monitoring_config.proto) are declared here with the upstream
-names and field numbers, so a file written for tensorflow_model_server parses the same.
+`BatchingParameters` (servables/tensorflow/session_bundle_config.proto), `MonitoringConfig`
+(config/monitoring_config.proto) and `SSLConfig` (config/ssl_config.proto) are declared here
+with the upstream names and field numbers, so a file written for tensorflow_model_server
+parses the same.
 """
 from __future__ import annotations
 
@@ -34,15 +35,24 @@ def _build():
     monitoring = file.message_type.add(name="MonitoringConfig")
     monitoring.field.add(name="prometheus_config", number=1, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
                          type_name=".tensorflow.serving.PrometheusConfig")
+    ssl = file.message_type.add(name="SSLConfig")
+    for name, number in [("server_key", 1), ("server_cert", 2), ("custom_ca", 3)]:
+        ssl.field.add(name=name, number=number, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+    ssl.field.add(name="client_verify", number=4, type=_F.TYPE_BOOL, label=_F.LABEL_OPTIONAL)
+    return message_classes(file, [wrappers_pb2.DESCRIPTOR], ["BatchingParameters", "MonitoringConfig", "SSLConfig"])
+
+
+def message_classes(file: descriptor_pb2.FileDescriptorProto, dependencies: list, names: list[str]) -> list:
+    """Python classes of the messages `names` declared in `file` (which imports `dependencies`,
+    FileDescriptors), in a pool of their own."""
     pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(descriptor_pb2.FileDescriptorProto.FromString(
-        wrappers_pb2.DESCRIPTOR.serialized_pb).SerializeToString())
+    for dependency in dependencies:
+        pool.AddSerializedFile(dependency.serialized_pb)
     pool.Add(file)
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-            for name in ("BatchingParameters", "MonitoringConfig"))
+    return [message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{file.package}.{name}")) for name in names]
 
 
-BatchingParameters, MonitoringConfig = _build()
+BatchingParameters, MonitoringConfig, SSLConfig = _build()
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 
 
@@ -58,5 +68,6 @@ def read_text_proto(path: str, message_class):
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
     try:
         return text_format.Parse(text, message_class())
-    except text_format.ParseError as error:
-        raise ConfigError(f"{path} is not a valid text {message_class.DESCRIPTOR.name}: {error}") from None
+    except text_format.ParseError as error:  # the real server's two lines: protobuf's, then its own
+        raise ConfigError(f"Error parsing text-format {message_class.DESCRIPTOR.full_name}: {error}; "
+                          f"Invalid protobuf file: '{path}'") from None

@@ -34,8 +34,10 @@ def _error_body(message: str) -> str:
 
 
 class RestApi:
-    def __init__(self, core: ServerCore, *, timeout_ms: int, cors: bool, prometheus_path: str | None):
+    def __init__(self, core: ServerCore, *, timeout_ms: int, cors: bool, prometheus_path: str | None,
+                 playground: bool = False):
         self.core = core
+        self.playground = playground
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None
         self.cors = cors
         self.prometheus_path = prometheus_path
@@ -43,6 +45,9 @@ class RestApi:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=2**31 - 1)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        if self.playground:
+            from serving.playground import add_playground
+            add_playground(app)
         return app
 
     async def dispatch(self, request: web.Request) -> web.Response:
@@ -67,11 +72,13 @@ class RestApi:
         except Exception as error:
             code, message = describe(error)
             status, body = HTTP_STATUS.get(code, 500), _error_body(message)
-            self.core.metrics.request_count.inc(model, code.name)
+            self.core.metrics.request_count.inc(self.core.metric_label(model), code.name)
         else:
+            model = self.core.metric_label(model)
             self.core.metrics.request_count.inc(model, "OK")
             self.core.metrics.request_latency.observe((time.perf_counter() - start) * 1e6, model, api, "REST")
-        return web.Response(status=status, body=body.encode(), headers=headers)
+        body = await self.core.offload(len(body), str.encode, body)
+        return web.Response(status=status, body=body, headers=headers)
 
     async def process(self, request: web.Request, path: str) -> tuple[str, str, str]:
         """(model name, API name, JSON reply) for one /v1 request, or a ServingError."""
@@ -97,7 +104,11 @@ class RestApi:
             response = model_status(self.core, get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
             return name, "status", json_format.MessageToJson(response, always_print_fields_with_no_presence=True)
         verb = verb.lower()
-        body = await request.read()
+        try:
+            body = await request.read()
+        except Exception as error:  # a body aiohttp cannot decode (e.g. Content-Encoding: gzip, not gzip)
+            raise invalid(f"Could not read the request body (Content-Encoding: "
+                          f"{request.headers.get('Content-Encoding', 'identity')}): {error}") from None
         deadline = None if self.timeout is None else time.perf_counter() + self.timeout
         if verb == "predict":
             return name, verb, await self.predict(spec, body, deadline)
@@ -110,13 +121,13 @@ class RestApi:
                 if name not in servable.signatures:
                     raise invalid(f'Serving signature name: "{name}" not found in signature def')
                 return servable.signatures[name]
-            signature_name, inputs, rows = parse_predict_body(body, signature_of)
+            signature_name, inputs, rows = await self.core.offload(len(body), parse_predict_body, body, signature_of)
         spec.signature_name = signature_name
         _, _, outputs = await self.core.predict(spec, inputs, deadline=deadline)
-        return predict_reply_json(outputs, rows)
+        return await self.core.offload(sum(v.nbytes for v in outputs.values()), predict_reply_json, outputs, rows)
 
     async def infer(self, method: str, spec: model_pb2.ModelSpec, body: bytes, deadline: float | None) -> str:
-        signature_name, request_input = parse_infer_body(body)
+        signature_name, request_input = await self.core.offload(len(body), parse_infer_body, body)
         spec.signature_name = signature_name
         _, _, result = await self.core.infer(method, spec, request_input, deadline=deadline)
         if method == REGRESS:

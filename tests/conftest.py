@@ -1,5 +1,5 @@
 """Shared set-up: quiet TensorFlow, two logical CPU devices (for MirroredStrategy tests), and
-one trained `smoke` run that several test files read."""
+the trained runs and exports that several test files read, each trained once per session."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -65,14 +65,45 @@ def dqn_export(dqn_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pg_export(tmp_path_factory):
-    """A REINFORCE-with-baseline smoke run on CartPole, exported: (run_dir, version_dir)."""
-    from export.savedmodel import export_run
+def pg_smoke_runs(tmp_path_factory):
+    """Each policy-gradient algorithm's `smoke` run on CartPole, trained once when first asked
+    for: a function algorithm -> (run_dir, metrics)."""
     from training import pg
 
-    run_dir = tmp_path_factory.mktemp("pg") / "run"
-    pg.train("reinforce_baseline", pg.smoke("reinforce_baseline"), run_dir, progress=False)
+    runs = {}
+
+    def run(algorithm: str):
+        if algorithm not in runs:
+            run_dir = tmp_path_factory.mktemp(f"pg-{algorithm}") / "run"
+            runs[algorithm] = run_dir, pg.train(pg.smoke(algorithm), run_dir, progress=False)
+        return runs[algorithm]
+    return run
+
+
+@pytest.fixture(scope="session")
+def pg_export(pg_smoke_runs, tmp_path_factory):
+    """The REINFORCE-with-baseline smoke run on CartPole, exported: (run_dir, version_dir)."""
+    from export.savedmodel import export_run
+
+    run_dir, _ = pg_smoke_runs("reinforce_baseline")
     return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pg-models"), "cartpole_pg")
+
+
+@pytest.fixture(scope="session")
+def ppo_run(tmp_path_factory):
+    """PPO's `smoke` preset (CartPole-v1) trained once: (run_dir, metrics)."""
+    from training import ppo
+
+    run_dir = tmp_path_factory.mktemp("ppo-smoke") / "run"
+    return run_dir, ppo.train(ppo.smoke(), run_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ppo_export(ppo_run, tmp_path_factory):
+    """The PPO smoke run exported once: (run_dir, MODELS/cartpole_ppo/1)."""
+    from export.savedmodel import export_run
+
+    return ppo_run[0], export_run(ppo_run[0], tmp_path_factory.mktemp("ppo-models"), "cartpole_ppo")
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +113,16 @@ def pendulum_export(tmp_path_factory):
     from training import pg
 
     run_dir = tmp_path_factory.mktemp("pendulum") / "run"
-    config = pg.TrainConfig(env="Pendulum-v1", total_steps=400, eval_episodes=1, final_eval_episodes=1)
-    pg.train("a2c", config, run_dir, progress=False)
+    config = pg.TrainConfig(algorithm="a2c", env="Pendulum-v1", total_steps=400, eval_episodes=1,
+                            final_eval_episodes=1)
+    pg.train(config, run_dir, progress=False)
     return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pendulum-models"), "pendulum_a2c")
+
+
+@pytest.fixture(scope="session")
+def nas_run(tmp_path_factory):
+    """The architecture search's `smoke` preset run once: (run_dir, metrics)."""
+    from training import nas
+
+    run_dir = tmp_path_factory.mktemp("nas") / "run"
+    return run_dir, nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)

@@ -1,9 +1,14 @@
-"""Helpers for the tests: run a module in a subprocess, train a preset in-process."""
+"""Helpers for the tests: run a module in a subprocess, train a preset in-process, check an
+autoregressive model's causality by gradients, export a model and load it as the server does."""
 import dataclasses
+import itertools
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,3 +30,50 @@ def train_run(run_dir: Path, preset: str = "smoke", **overrides):
         config, model=dataclasses.replace(config.model, **{k: v for k, v in overrides.items() if k in model_fields}),
         **{k: v for k, v in overrides.items() if k not in model_fields})
     return config, vae.train(config, run_dir, progress=False)
+
+
+def raster_dependence(height, width, channels, strict_channels: bool) -> np.ndarray:
+    """allowed[y, x, c, y', x', c']: may output (y, x, c) depend on input (y', x', c')?"""
+    allowed = np.zeros((height, width, channels) * 2, dtype=bool)
+    for y, x, c, y2, x2, c2 in itertools.product(range(height), range(width), range(channels), repeat=2):
+        before = (y2, x2) < (y, x)
+        same = (y2, x2) == (y, x) and (c2 < c if strict_channels else c2 <= c)
+        allowed[y, x, c, y2, x2, c2] = before or same
+    return allowed
+
+
+def jacobian(function, height, width, channels) -> np.ndarray:
+    """d out[y, x, c] / d in[y', x', c'] at a random input, logits projected to one number per value.
+
+    One backward pass: the input repeated once per output value, and row i keeps only its own
+    output value i (the models treat the rows of a batch independently).
+    """
+    count = height * width * channels
+    images = tf.repeat(tf.random.uniform((1, height, width, channels), seed=1), count, axis=0)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        out = function(images)
+        if out.shape.rank == 5:  # [b, H, W, C, 256] -> a random projection per channel value
+            out = tf.reduce_sum(out * tf.random.normal(out.shape[-1:], seed=2), axis=-1)
+        own = tf.reduce_sum(tf.reshape(out, [count, count]) * tf.eye(count))
+    return tape.gradient(own, images).numpy().reshape((height, width, channels) * 2)
+
+
+def exported(model, directory: Path):
+    """Write `model.serving_signatures()` in `directory` through ExportArchive (as export does) and load it
+    with the session-based loader (as TensorFlow Serving does): (servable, run(signature, **inputs) -> outputs)."""
+    import keras
+
+    from serving.servable import Servable
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for signature, (function, specs) in model.serving_signatures().items():
+        archive.add_endpoint(signature, function, input_signature=specs)
+    archive.write_out(str(directory), verbose=False)
+    servable = Servable(directory.parent.name, 1, directory)
+
+    def run(signature: str, **inputs) -> dict:
+        definition = servable.signature(signature)
+        return servable.run(definition, inputs, sorted(definition.outputs))
+    return servable, run

@@ -1,32 +1,31 @@
-"""python -m training FAMILY [--preset NAME] [--key=value ...] --out RUN_DIR"""
+"""python -m training COMMAND [--preset NAME] [--key=value ...] --out RUN_DIR"""
 import importlib
 import sys
 
 from quiet import quiet_tensorflow
 
-FAMILIES = {  # family -> module with main(argv); one module may serve several algorithms
-    "vae": "training.vae", "pixelcnn": "training.pixelcnn", "dqn": "training.dqn", "bandits": "training.bandits",
-    "reinforce": "training.pg", "reinforce_baseline": "training.pg", "a2c": "training.pg",
-    "pg_compare": "training.pg_compare", "nas": "training.nas",
-    "ingraph": "training.ingraph",
+COMMANDS = {  # python -m training COMMAND -> "module:function", the function main(argv) -> exit status
+    "vae": "training.vae:main", "pixelcnn": "training.pixelcnn:main", "dqn": "training.dqn:main",
+    "reinforce": "training.pg:main_reinforce", "reinforce_baseline": "training.pg:main_reinforce_baseline",
+    "a2c": "training.pg:main_a2c", "ppo": "training.ppo:main", "pg_compare": "training.pg_compare:main", "nas": "training.nas:main",
+    "bandits": "training.bandits:main",
 }
 
 
 def main(argv: list[str]) -> int:
-    known = ", ".join(sorted(FAMILIES))
-    usage = "usage: python -m training FAMILY [--preset NAME] [--key=value ...] --out RUN_DIR"
+    known = ", ".join(sorted(COMMANDS))
+    usage = "usage: python -m training COMMAND [--preset NAME] [--key=value ...] --out RUN_DIR"
     if argv[:1] in (["-h"], ["--help"]):
-        print(f"{usage}\nfamilies: {known}\n'python -m training FAMILY --help' lists presets and options.")
+        print(f"{usage}\ncommands: {known}\n'python -m training COMMAND --help' lists presets and options.")
         return 0
-    if not argv or argv[0] not in FAMILIES:
-        problem = f"unknown family {argv[0]!r}" if argv else "no family given"
+    if not argv or argv[0] not in COMMANDS:
+        problem = f"unknown command {argv[0]!r}" if argv else "no command given"
         sys.stderr.write(f"{usage}\npython -m training: error: {problem}; expected one of: {known}\n")
         return 2
     quiet_tensorflow()
-    module = importlib.import_module(FAMILIES[argv[0]])
-    if hasattr(module, "ALGORITHMS"):  # one module, several algorithms
-        return module.main(argv[0], argv[1:])
-    return module.main(argv[1:])
+    module, function = COMMANDS[argv[0]].split(":")
+    return getattr(importlib.import_module(module), function)(argv[1:])
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -7,7 +7,6 @@ in Sutton & Barto's Figure 2.2) and metrics.json (each epsilon's averages early 
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -15,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from training.config import parse_config  # noqa: E402
-from training.runtime import write_json  # noqa: E402
+from rundir import Run  # noqa: E402
+from training.config import run_command  # noqa: E402
 from zoo.bandits import BanditConfig, compare_epsilons  # noqa: E402
 
 PRESETS = {"lectures": BanditConfig, "long": lambda: BanditConfig(steps=10_000)}
@@ -40,21 +39,24 @@ def draw(curves: dict, path: Path, config: BanditConfig) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training bandits", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="directory for bandits.png and metrics.json")
-    config, args = parse_config(argv, parser, PRESETS, "lectures")
+def compare(config: BanditConfig, out: str | Path, *, progress: bool = False) -> dict:
+    """Run every epsilon's agents, draw bandits.png; each epsilon's averages (metrics.json)."""
+    run = Run.open(out, config, family="bandits", kind="comparison")
+    if run.finished:
+        return run.metrics
     curves = compare_epsilons(config)
-    args.out.mkdir(parents=True, exist_ok=True)
-    draw(curves, args.out / "bandits.png", config)
+    draw(curves, run.directory / "bandits.png", config)
     tenth = max(1, config.steps // 10)
-    metrics = {f"{epsilon:g}": {"early_average_reward": float(c["average_reward"][:tenth].mean()),
-                                "final_average_reward": float(c["average_reward"][-tenth:].mean()),
-                                "final_optimal_action": float(c["optimal_action"][-tenth:].mean())}
-               for epsilon, c in curves.items()}
-    write_json(args.out / "metrics.json", metrics)
+    return run.finish({f"{epsilon:g}": {"early_average_reward": float(c["average_reward"][:tenth].mean()),
+                                        "final_average_reward": float(c["average_reward"][-tenth:].mean()),
+                                        "final_optimal_action": float(c["optimal_action"][-tenth:].mean())}
+                       for epsilon, c in curves.items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    metrics, out = run_command(argv, "bandits", __doc__.splitlines()[0], PRESETS, "lectures", compare)
     for epsilon, m in metrics.items():
         print(f"epsilon {epsilon}: average reward {m['final_average_reward']:.3f} over the last tenth, "
               f"optimal action {100 * m['final_optimal_action']:.1f}%")
-    print(f"picture: {args.out / 'bandits.png'}")
+    print(f"picture: {out / 'bandits.png'}")
     return 0

@@ -5,8 +5,8 @@
 Order of work: environments -> online and target Q-networks, optimizer, replay memory ->
 loop (act epsilon-greedily -> store -> update -> evaluate -> checkpoint) -> final greedy
 evaluation, metrics.json, learning curves. Started again with the same command, a run
-resumes from its last checkpoint (network, target, optimizer, replay memory, random state;
-the environments start new episodes).
+resumes from its last checkpoint (network, target, optimizer, replay memory, random state,
+the environments mid-episode) and ends as the uninterrupted run would.
 
 Where the time goes, measured on 2 cores: a call into TensorFlow costs about 0.3 ms, a
 CartPole step 10 us and a small MLP in numpy 10 us. So MLP agents act in numpy on a
@@ -16,23 +16,21 @@ Frame-based agents act through the network itself.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import zoo
-from training.config import flat_dict, parse_config
+from rundir import Run, UserError  # noqa: F401  (UserError: what train raises for bad input)
+from training.config import run_command
 from training.envs import AtariOptions, discrete_actions, make_env, make_vector_env
-from training.loop import check_resumable
-from training.rl import Checkpoints, Evaluator, RLOptions
-from training.runtime import UserError, write_json
+from training.rl import Evaluator, RLOptions, VectorRollout
+from zoo.acting import NumpyQNetwork, snapshot
 from zoo.dqn import DQNConfig, QNetwork, td_loss, td_target
 
 
@@ -112,8 +110,7 @@ class TrainConfig(RLOptions):
 DERIVED = frozenset({"observation_shape", "observation_dtype", "num_actions", "torso"})  # from the environment
 
 
-# Presets: with no overrides, each reproduces the figures in its docstring (README table;
-# 2-core CPU, training seconds exclude evaluation).
+# Presets: with no overrides, each reproduces the figures docs/dqn.md quotes beside its command.
 
 
 def cartpole() -> TrainConfig:
@@ -121,7 +118,6 @@ def cartpole() -> TrainConfig:
 
     One gradient step per environment step (32 per update) on a soft-updated target
     (tau 0.01) with a constant epsilon of 0.1, as tf-agents' DQN tutorial explores.
-    Seeds 0, 1, 2: first 475 at 14k, 10k, 8k steps; 5.3, 3.6, 2.8 s of training.
     """
     return TrainConfig(total_steps=30_000, buffer_size=100_000, learning_starts=200, batch_size=32,
                        learning_rate=2.5e-3, train_frequency=32, gradient_steps=32, target_update=1, tau=0.01,
@@ -129,7 +125,7 @@ def cartpole() -> TrainConfig:
 
 
 def smoke() -> TrainConfig:
-    """For tests: 4,000 steps of the cartpole preset (seconds); the greedy return climbs from about 10 to over 100."""
+    """For tests: 4,000 steps of the cartpole preset, seconds of training."""
     return dataclasses.replace(cartpole(), total_steps=4_000, eval_episodes=5, final_eval_episodes=5,
                                checkpoint_every=2_000, stop_return=None)
 
@@ -177,8 +173,10 @@ class ReplayMemory:
             "terminated": np.zeros(capacity, np.float32),
         }
 
-    def add(self, **batch: np.ndarray) -> None:
-        """Append a batch of transitions (one row per environment)."""
+    def add(self, valid: np.ndarray | None = None, **batch: np.ndarray) -> None:
+        """Append a batch of transitions (one row per environment), the rows where `valid` holds."""
+        if valid is not None and not valid.all():
+            batch = {name: value[valid] for name, value in batch.items()}
         count = len(batch["action"])
         rows = (self.position + np.arange(count)) % self.capacity
         for name in self.FIELDS:
@@ -191,16 +189,14 @@ class ReplayMemory:
         rows = rng.integers(0, self.size, size=shape)
         return {name: array[rows] for name, array in self.arrays.items()}
 
-    def save(self, path: Path) -> None:
-        temporary = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(temporary, size=self.size, position=self.position, **self.arrays)
-        os.replace(temporary, path)
+    def state(self) -> dict[str, np.ndarray]:
+        """The memory as arrays, for a checkpoint."""
+        return {"size": np.array(self.size), "position": np.array(self.position), **self.arrays}
 
-    def load(self, path: Path) -> None:
-        with np.load(path) as saved:
-            self.size, self.position = int(saved["size"]), int(saved["position"])
-            for name in self.FIELDS:
-                self.arrays[name][...] = saved[name]
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        self.size, self.position = int(state["size"]), int(state["position"])
+        for name in self.FIELDS:
+            self.arrays[name][...] = state[name]
 
 
 def epsilon_at(step: int, config: TrainConfig) -> float:
@@ -257,7 +253,7 @@ def make_update(online: QNetwork, target: QNetwork, optimizer: keras.optimizers.
                                                (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
         count = tf.cast(steps, tf.float32)
         # The new weights come back with the losses: reading them separately would cost a call each.
-        return total_loss / count, total_q / count, [tf.identity(v) for v in online_vars]
+        return total_loss / count, total_q / count, {v.path: tf.identity(v) for v in online_vars}
 
     return update
 
@@ -269,91 +265,79 @@ class Actor:
     def __init__(self, online: QNetwork):
         self.online = online
         if online.config.torso == "mlp":
-            self.refresh([v.numpy() for v in online.trainable_variables])
+            self.refresh(snapshot(online.trainable_variables))
         else:
             greedy = tf.function(online.greedy_action)
             self.act = lambda observation: greedy(observation).numpy()
 
-    def refresh(self, weights: list) -> None:
+    def refresh(self, weights: dict) -> None:
         if self.online.config.torso == "mlp":
-            q_values = self.online.numpy_q_values([np.asarray(w) for w in weights])
-            self.act = lambda observation: q_values(observation).argmax(axis=-1)
+            self.act = NumpyQNetwork(self.online, weights).greedy
 
 
-def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
-    """Train (or resume) a DQN agent into `run_dir`; return the final metrics (also in metrics.json)."""
+def q_network_config(config: TrainConfig, envs: gym.vector.VectorEnv) -> DQNConfig:
+    """The Q-network's config with what the environment decides: observations and actions."""
+    space = envs.single_observation_space
+    return dataclasses.replace(
+        config.model, observation_shape=tuple(int(d) for d in space.shape),
+        observation_dtype="uint8" if space.dtype == np.uint8 else "float32",
+        num_actions=discrete_actions(envs, config.env), torso="nature" if len(space.shape) == 3 else "mlp")
+
+
+def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train (or resume) a DQN agent into the run directory `out`; return the final metrics (also in metrics.json)."""
     # Environments, seeds, and what they decide about the network.
     keras.utils.set_random_seed(config.seed)
     envs = make_vector_env(config.env, config.num_envs, config.atari)
     eval_env = make_env(config.env, config.atari, training=False)
-    num_actions = discrete_actions(envs, config.env)
-    space = envs.single_observation_space
-    frames = len(space.shape) == 3
-    model_config = dataclasses.replace(
-        config.model, observation_shape=tuple(int(d) for d in space.shape),
-        observation_dtype="uint8" if space.dtype == np.uint8 else "float32",
-        num_actions=num_actions, torso="nature" if frames else "mlp")
-    config = dataclasses.replace(config, model=model_config)
-    check_resumable(run_dir, config)
+    config = dataclasses.replace(config, model=q_network_config(config, envs))
+    run = Run.open(out, config, family="dqn", kind="policy", model=config.model)
+    if run.finished:
+        return run.metrics
 
-    # Networks, optimizer, replay memory, checkpoints.
-    online, target = QNetwork(model_config, name="online"), QNetwork(model_config, name="target")
+    # Networks, optimizer, replay memory, random state, checkpoints.
+    online, target = QNetwork(config.model, name="online"), QNetwork(config.model, name="target")
     target.set_weights(online.get_weights())
     optimizer = keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon,
                                       global_clipnorm=config.max_grad_norm)
     optimizer.build(online.trainable_variables)
-    replay = ReplayMemory(config.buffer_size, model_config.observation_shape, model_config.observation_dtype)
-    checkpoints = Checkpoints(run_dir, config.checkpoint_every, **zoo.checkpointed(online),
-                              target_variables=list(target.variables), optimizer=optimizer)
+    replay = ReplayMemory(config.buffer_size, config.model.observation_shape, config.model.observation_dtype)
     rng = np.random.default_rng(config.seed)
-    step, state = checkpoints.restore(rng)
-    if checkpoints.path("replay", step, ".npz").exists():
-        replay.load(checkpoints.path("replay", step, ".npz"))
-    if (metrics := checkpoints.finished_metrics(step)) is not None:
-        return metrics
-    refill_until = step + config.learning_starts if replay.size == 0 else 0  # resumed without a replay memory
-
-    write_json(run_dir / "config.json", flat_dict(config))
-    write_json(run_dir / "model.json", {"family": "dqn", "config": dataclasses.asdict(model_config)})
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-    with writer.as_default(step=step):
-        tf.summary.text("config", "\n".join(f"    {k} = {v}" for k, v in flat_dict(config).items()))
-
+    checkpoints = run.checkpoints(config.checkpoint_every, model=online, target=target, optimizer=optimizer, rng=rng)
     update = make_update(online, target, optimizer, config)
     actor = Actor(online)
-    evaluator = Evaluator(config, eval_env, lambda observation: actor.act(observation), config.seed,
-                          config.eval_epsilon, state.get("history"), state.get("train_seconds", 0.0))
-    episode_returns = state.get("episode_returns", [])
+    evaluator = Evaluator(config, eval_env, lambda observation: actor.act(observation), config.seed, run,
+                          config.eval_epsilon)
+    rollout = VectorRollout(envs, config.seed)
+    step, loss, q_mean = 0, float("nan"), float("nan")
+    if (saved := checkpoints.restore()) is not None:
+        step, loss, q_mean = saved.step, saved.state["loss"], saved.state["q"]
+        evaluator.restore(saved.state["evaluator"])
+        rollout.restore(saved, step)
+        if "replay" in saved.arrays:
+            replay.load(saved.arrays["replay"])
+        actor.refresh(snapshot(online.trainable_variables))
+    refill_until = step + config.learning_starts if replay.size == 0 else 0  # resumed without a replay memory
 
     def save() -> None:
-        if config.checkpoint_replay:
-            replay.save(checkpoints.path("replay", step, ".npz"))
-        checkpoints.save(step, rng, **evaluator.state(), episode_returns=episode_returns[-100:])
+        kept = rollout.checkpoint()
+        checkpoints.save(step, state={"loss": float(loss), "q": float(q_mean), "evaluator": evaluator.state(),
+                                      **kept["state"]},
+                         arrays={**kept["arrays"], **({"replay": replay.state()} if config.checkpoint_replay else {})},
+                         pickled=kept["pickled"])
 
     # Training loop.
-    observation, _ = envs.reset(seed=config.seed + step)
-    just_reset = np.zeros(config.num_envs, bool)  # the step after an episode's end only resets
-    loss = q_mean = float("nan")
     bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress,
                dynamic_ncols=True, desc=f"dqn {config.env}")
-    while step < config.total_steps:
+    while step < config.total_steps and not evaluator.stopped:
         # ALGO LOGIC: act epsilon-greedily, store the transition.
         epsilon = 1.0 if step < refill_until else epsilon_at(step, config)
-        action = actor.act(observation)
+        action = actor.act(rollout.observation)
         explore = rng.random(config.num_envs) < epsilon
-        action = np.where(explore, rng.integers(0, num_actions, config.num_envs), action)
-        next_observation, reward, terminated, truncated, info = envs.step(action)
-        keep = ~just_reset
-        if keep.all():
-            replay.add(observation=observation, action=action, reward=reward,
-                       next_observation=next_observation, terminated=terminated)
-        elif keep.any():
-            replay.add(observation=observation[keep], action=action[keep], reward=reward[keep],
-                       next_observation=next_observation[keep], terminated=terminated[keep])
-        if "_episode" in info:
-            episode_returns.extend(info["episode"]["r"][info["_episode"]].tolist())
-        just_reset = terminated | truncated
-        observation = next_observation
+        action = np.where(explore, rng.integers(0, config.model.num_actions, config.num_envs), action)
+        t = rollout.step(action)
+        replay.add(t.valid, observation=t.observation, action=t.action, reward=t.reward,
+                   next_observation=t.next_observation, terminated=t.terminated)
         previous, step = step, step + config.num_envs
         bar.update(config.num_envs)
 
@@ -367,40 +351,30 @@ def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
 
         evaluating = evaluator.due(previous, step, config.total_steps)
         if evaluating:
+            episodes = rollout.episode_returns
             record = evaluator.evaluate(
-                step, writer, episodes=len(episode_returns), epsilon=epsilon, loss=float(loss), q=float(q_mean),
-                train_return=float(np.mean(episode_returns[-20:])) if episode_returns else None)
+                step, episodes=len(episodes), epsilon=epsilon, loss=float(loss), q=float(q_mean),
+                train_return=float(np.mean(episodes[-20:])) if episodes else None)
             bar.set_postfix(eval=f"{record['eval_return']:.1f}", eps=f"{epsilon:.2f}")
-        if evaluator.stopped or checkpoints.due(previous, step) \
-                or (evaluating and step >= config.total_steps):
+        if evaluator.stopped or checkpoints.due(previous, step) or (evaluating and step >= config.total_steps):
             save()
-        if evaluator.stopped:
-            break
     bar.close()
 
     # Final evaluation, metrics and pictures.
-    metrics = evaluator.finish(run_dir, step, config.total_steps, episode_returns, f"DQN on {config.env}",
+    metrics = evaluator.finish(step, config.total_steps, rollout.episode_returns, f"DQN on {config.env}",
                                env=config.env)
-    writer.flush()
-    envs.close()
+    rollout.envs.close()
     eval_env.close()
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training dqn",
-                                     description="Train a DQN agent on a gymnasium environment with discrete actions.")
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    config, args = parse_config(argv, parser, PRESETS, "cartpole", hidden=DERIVED)
-    try:
-        metrics = train(config, args.out, progress=not args.no_progress)
-    except UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    metrics, out = run_command(argv, "dqn", "Train a DQN agent on a gymnasium environment with discrete actions.",
+                               PRESETS, "cartpole", train, hidden=DERIVED)
     solved = metrics["first_solved_step"]
     print(f"final greedy return {metrics['final_eval_return']:.1f} +- {metrics['final_eval_return_std']:.1f} "
           f"over {metrics['final_eval_episodes']} episodes; {metrics['steps']} steps in "
           f"{metrics['train_seconds']:.1f} s of training"
           + (f"; first reached {metrics['reward_threshold']:g} at step {solved}" if solved else ""))
-    print(f"run directory: {args.out} (metrics.json, learning_curves.png, tensorboard/)")
+    print(f"run directory: {out} (metrics.json, learning_curves.png, tensorboard/)")
     return 0

@@ -2,8 +2,8 @@
 ale-py with the standard DQN preprocessing, and greedy evaluation episodes.
 
 Atari (Mnih et al., 2015; Machado et al., 2018), in wrapper order:
-``ALE/<Game>-v5`` with frameskip=1 (sticky actions 0.25, the v5 default) ->
-RecordEpisodeStatistics (game score, before any clipping) -> AtariPreprocessing (up to 30
+``ALE/<Game>-v5`` with frameskip=1 (sticky actions 0.25, the v5 default; pickled with the
+emulator's random state) -> RecordEpisodeStatistics (game score, before any clipping) -> AtariPreprocessing (up to 30
 no-op starts, max over the last two of every 4 frames, 84x84 grey, optional terminal on
 life loss) -> the last 4 frames stacked as channels [84, 84, 4] uint8 -> rewards clipped to
 their sign (training only).
@@ -11,13 +11,14 @@ their sign (training only).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 
 import zoo.worlds  # noqa: F401  registers ShortCorridor-v0, AliasedGridWorld-v0, StarGrid-v0
-from training.runtime import UserError
+from rundir import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,8 @@ def make_env(env_id: str, atari: AtariOptions = AtariOptions(), *, training: boo
         env = gym.make(env_id, frameskip=1) if is_atari(env_id) else gym.make(env_id)
     except gym.error.Error as error:
         raise UserError(f"cannot make environment {env_id!r}: {error}") from None
+    if is_atari(env_id):
+        env = PicklesWithRandomState(env)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     if is_atari(env_id):
         env = gym.wrappers.AtariPreprocessing(
@@ -57,10 +60,29 @@ def make_env(env_id: str, atari: AtariOptions = AtariOptions(), *, training: boo
             terminal_on_life_loss=atari.terminal_on_life_loss and training, grayscale_obs=True)
         env = gym.wrappers.FrameStackObservation(env, atari.frame_stack)
         channels_last = gym.spaces.Box(0, 255, (84, 84, atari.frame_stack), np.uint8)
-        env = gym.wrappers.TransformObservation(env, lambda frames: np.moveaxis(frames, 0, -1), channels_last)
+        env = gym.wrappers.TransformObservation(env, frames_last, channels_last)
         if atari.clip_rewards and training:
             env = gym.wrappers.TransformReward(env, np.sign)
     return env
+
+
+class PicklesWithRandomState(gym.Wrapper):
+    """An ALE environment that pickles with its emulator's random state, which ale_py's own
+    pickling leaves out: sticky actions then repeat as they would have, so a checkpointed
+    Atari run continues exactly (training/rl.py pickles the environments)."""
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "ale_state": self.env.unwrapped.clone_state(include_rng=True)}
+
+    def __setstate__(self, state: dict) -> None:
+        ale_state = state.pop("ale_state")
+        self.__dict__.update(state)
+        self.env.unwrapped.restore_state(ale_state)
+
+
+def frames_last(frames: np.ndarray) -> np.ndarray:
+    """[frames, 84, 84] -> [84, 84, frames]: stacked frames as channels (a module function, so environments pickle)."""
+    return np.moveaxis(frames, 0, -1)
 
 
 def make_vector_env(env_id: str, num_envs: int, atari: AtariOptions = AtariOptions(), *,
@@ -79,7 +101,7 @@ def make_vector_env(env_id: str, num_envs: int, atari: AtariOptions = AtariOptio
             pass
         else:
             return gym.wrappers.vector.RecordEpisodeStatistics(envs)
-    return gym.vector.SyncVectorEnv([lambda: make_env(env_id, atari)] * num_envs)
+    return gym.vector.SyncVectorEnv([functools.partial(make_env, env_id, atari)] * num_envs)
 
 
 def discrete_actions(env: gym.Env | gym.vector.VectorEnv, env_id: str) -> int:

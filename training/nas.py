@@ -14,7 +14,6 @@ architecture sampled again reuses it instead of training again.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -28,11 +27,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from training.config import flat_dict, parse_config  # noqa: E402
+from rundir import Run  # noqa: E402
+from training.config import run_command  # noqa: E402
 from training.data import load_digits  # noqa: E402
-from training.loop import check_resumable  # noqa: E402
-from training.rl import Checkpoints  # noqa: E402
-from training.runtime import write_json  # noqa: E402
 from zoo.nas import (Architecture, Controller, SearchSpace, build_child, controller_loss, describe,  # noqa: E402
                      moving_average)
 
@@ -163,23 +160,22 @@ def draw(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def search(config: NASConfig, run_dir: Path, *, progress: bool = True) -> dict:
-    """Run (or resume) a search into `run_dir`; return its metrics (also in metrics.json)."""
-    check_resumable(run_dir, config)
-    write_json(run_dir / "config.json", flat_dict(config))
+def search(config: NASConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Run (or resume) a search into the run directory `out`; return its metrics (also in metrics.json)."""
+    run = Run.open(out, config, family="nas", kind="architecture_search")
+    if run.finished:
+        return run.metrics
     splits = digit_splits(config.validation_fraction)
     keras.utils.set_random_seed(config.seed)
     controller = Controller(config.space, config.controller_units)
     optimizer = keras.optimizers.Adam(config.controller_learning_rate)
     optimizer.build(controller.trainable_variables)
-    checkpoints = Checkpoints(run_dir, 1, controller_variables=list(controller.variables), optimizer=optimizer)
-    step, state = checkpoints.restore()
-    if (metrics := checkpoints.finished_metrics(step)) is not None:
-        return metrics
-    history, baseline = state.get("history", []), state.get("baseline")
-    seconds = state.get("seconds", 0.0)
-    rewards = {tuple(k): v for k, v in state.get("rewards", [])}  # choices -> accuracies, shared by repeats
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+    checkpoints = run.checkpoints(1, controller=controller, optimizer=optimizer)
+    step, baseline, seconds, rewards = 0, None, 0.0, {}  # rewards: choices -> accuracies, shared by repeats
+    if (saved := checkpoints.restore()) is not None:
+        step, baseline, seconds = saved.step, saved.state["baseline"], saved.state["seconds"]
+        rewards = {tuple(choices): scores for choices, scores in saved.state["rewards"]}
+    history = run.history
 
     with tqdm(total=config.controller_steps, initial=step, unit="update", disable=not progress,
               dynamic_ncols=True, desc="nas") as bar:
@@ -210,11 +206,9 @@ def search(config: NASConfig, run_dir: Path, *, progress: bool = True) -> dict:
             record = {"step": step, "seconds": seconds, "mean_reward": float(reward.mean()), "baseline": baseline,
                       "best_reward": best_reward, "entropy": float(tf.reduce_mean(entropy)), "children": children}
             history.append(record)
-            with writer.as_default(step=step):
-                for name in ("mean_reward", "baseline", "best_reward", "entropy"):
-                    tf.summary.scalar(name, record[name])
-            checkpoints.save(step, history=history, baseline=baseline, seconds=seconds,
-                             rewards=[[list(k), v] for k, v in rewards.items()])
+            run.log(step, {name: record[name] for name in ("mean_reward", "baseline", "best_reward", "entropy")})
+            checkpoints.save(step, state={"baseline": baseline, "seconds": seconds,
+                                          "rewards": [[list(k), v] for k, v in rewards.items()]})
             bar.update(1)
             bar.set_postfix(reward=f"{reward.mean():.3f}", best=f"{best_reward:.3f}")
 
@@ -233,21 +227,14 @@ def search(config: NASConfig, run_dir: Path, *, progress: bool = True) -> dict:
         "steps": step, "controller_mode": describe(config.space.decode(favourite)),
         "controller_mode_probability": float(controller.probabilities(favourite[None])[0]),
     }
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "history.json", history)
-    draw(history, run_dir / "nas_rewards.png",
+    draw(history, run.directory / "nas_rewards.png",
          f"controller's reward: {config.architectures_per_step} children per step, baseline decay "
          f"{config.baseline_decay:g}")
-    writer.flush()
-    return metrics
+    return run.finish(metrics)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training nas", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    config, args = parse_config(argv, parser, PRESETS, "demo")
-    metrics = search(config, args.out, progress=not args.no_progress)
+    metrics, out = run_command(argv, "nas", __doc__.splitlines()[0], PRESETS, "demo", search)
     print(f"mean reward {metrics['first_mean_reward']:.3f} at the first step, "
           f"{metrics['last_three_mean_reward']:.3f} over the last three; "
           f"{metrics['children_trained']} children trained in {metrics['seconds']:.0f} s")
@@ -255,5 +242,5 @@ def main(argv: list[str] | None = None) -> int:
           f"{metrics['best_validation_accuracy']:.3f}, test accuracy {metrics['best_test_accuracy']:.3f})")
     print(f"the controller's most likely choices now: {metrics['controller_mode']} "
           f"(probability {metrics['controller_mode_probability']:.2g})")
-    print(f"picture: {args.out / 'nas_rewards.png'}")
+    print(f"picture: {out / 'nas_rewards.png'}")
     return 0

@@ -5,23 +5,25 @@
     python -m training a2c --preset cartpole --out runs/a2c
 
 Order of work: environments -> policy (and critic), optimizer -> loop (collect with the
-current policy -> returns or n-step targets -> one update -> evaluate) -> final greedy
-evaluation, metrics.json, learning curves.
+current policy -> returns or n-step targets -> one update -> evaluate -> checkpoint) ->
+final greedy evaluation, metrics.json, learning curves. Two loops, each read top to bottom:
 
-- REINFORCE (with or without a baseline) collects whole episodes from one environment,
-  `episodes_per_update` of them, and weights each log-probability by its return G_t (minus
-  v(s_t) with the baseline).
-- A2C steps `num_envs` environments together for `n_steps`, and bootstraps each target
-  with the critic: an episode's end cuts it, and a time limit adds gamma * v(last state).
+- `reinforce_loop` (REINFORCE, with or without a baseline) plays whole episodes from one
+  environment, `episodes_per_update` of them, and weights each log-probability by its
+  return G_t (minus v(s_t) with the baseline);
+- `a2c_loop` steps `num_envs` environments together for `n_steps`, and bootstraps each
+  target with the critic: an episode's end cuts it, and a time limit adds gamma * v(last state).
 
-Acting runs in numpy on a snapshot of the weights that each update returns (one call into
-TensorFlow costs about 0.3 ms, a CartPole step 10 us).
+What they share (`Agent`): the network, its numpy copy that acts (one call into TensorFlow
+costs about 0.3 ms, a CartPole step 10 us), the update, the evaluator and the checkpoints.
+A resumed run ends as the uninterrupted one would: REINFORCE's episodes are seeded one by
+one, and A2C's environments are checkpointed mid-episode.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
+from typing import Callable, Literal
 
 import gymnasium as gym
 import keras
@@ -29,13 +31,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import zoo
-from training.config import flat_dict, parse_config
+from rundir import Restored, Run, UserError
+from training.config import run_command
 from training.envs import make_env, make_vector_env
-from training.rl import Checkpoints, Evaluator, RLOptions
-from training.loop import check_resumable
 from training.optim import FusedAdam
-from training.runtime import UserError, write_json
+from training.rl import Evaluator, RLOptions, VectorRollout
+from zoo.acting import NumpyPolicy, snapshot
 from zoo.policy_gradient import (PolicyConfig, PolicyNetwork, a2c_loss, discounted_returns, n_step_targets,
                                  reinforce_baseline_loss, reinforce_loss)
 
@@ -44,8 +45,10 @@ ALGORITHMS = ("reinforce", "reinforce_baseline", "a2c")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(RLOptions):
-    """A policy-gradient run: environment, network, algorithm's settings (and the shared evaluation options)."""
+    """A policy-gradient run: algorithm, environment, network, the algorithm's settings (and the shared evaluation options)."""
 
+    algorithm: Literal["reinforce", "reinforce_baseline", "a2c"] = "a2c"
+    """REINFORCE, REINFORCE with a learned baseline, or A2C (the command names it)."""
     env: str = "CartPole-v1"
     """Gymnasium environment id (discrete or continuous actions)."""
     model: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
@@ -92,137 +95,114 @@ class TrainConfig(RLOptions):
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.algorithm != "reinforce" and self.model.critic == "none":
+            raise ValueError(f"{self.algorithm} needs a critic; use --critic=separate or --critic=shared")
 
 
-DERIVED = frozenset({"observation_shape", "action_kind", "num_actions", "action_low", "action_high"})  # from the environment
+DERIVED = frozenset({"algorithm", "observation_shape", "action_kind", "num_actions", "action_low",
+                     "action_high"})  # from the command and the environment
+
+# Presets: with no overrides, each reproduces the figures docs/policy-gradients.md quotes.
 
 
 def cartpole(algorithm: str) -> TrainConfig:
-    """CartPole-v1, each algorithm with the settings it was measured with (README)."""
-    if algorithm == "a2c":
-        # seeds 0, 1, 2 reach 475 at 8k, 6k, 15k steps, after 0.6, 0.5, 0.8 s: 16 environments
-        # halve the updates per step (each costs about 1 ms)
-        return TrainConfig(learning_rate=3e-3, entropy_weight=0.01, num_envs=16, n_steps=5, stop_return=475.0,
-                           total_steps=100_000)
+    """CartPole-v1, each algorithm with the settings it was measured with."""
+    if algorithm == "a2c":  # 16 environments halve the updates per step (each costs about 1 ms)
+        return TrainConfig(algorithm="a2c", learning_rate=3e-3, entropy_weight=0.01, num_envs=16, n_steps=5,
+                           stop_return=475.0, total_steps=100_000)
     critic = "separate" if algorithm == "reinforce_baseline" else "none"
-    return TrainConfig(model=PolicyConfig(critic=critic), learning_rate=3e-3, episodes_per_update=2,
-                       normalize_returns=algorithm == "reinforce", stop_return=475.0, total_steps=100_000)
+    return TrainConfig(algorithm=algorithm, model=PolicyConfig(critic=critic), learning_rate=3e-3,
+                       episodes_per_update=2, normalize_returns=algorithm == "reinforce", stop_return=475.0,
+                       total_steps=100_000)
 
 
 def acrobot() -> TrainConfig:
     """A2C on Acrobot-v1: CartPole's settings on 8 environments at a third of the step size,
-    for 200k steps (README: seeds 0, 1, 2 end at -81, -88, -83; the threshold is -100). At
-    CartPole's 3e-3 one seed of three stalled near -160."""
+    for 200k steps (at CartPole's 3e-3 one seed of three stalled near -160)."""
     return dataclasses.replace(cartpole("a2c"), env="Acrobot-v1", num_envs=8, learning_rate=1e-3,
                                total_steps=200_000, stop_return=None)
 
 
 def pendulum() -> TrainConfig:
     """A2C with a Gaussian policy on Pendulum-v1: short horizon (gamma 0.9), TD(0.9) targets,
-    rewards scaled by 0.1, 16 environments x 8 steps, the step size annealed to 0 (README:
-    seeds 0, 1, 2 end at -172, -190, -172, where a random policy scores about -1,200; with a
-    constant step size one seed of three ended at -362)."""
-    return TrainConfig(env="Pendulum-v1", gamma=0.9, gae_lambda=0.9, reward_scale=0.1, num_envs=16, n_steps=8,
-                       learning_rate=1e-3, anneal_learning_rate=True, entropy_weight=0.0, total_steps=2_000_000,
-                       eval_every=50_000, checkpoint_every=200_000)
+    rewards scaled by 0.1, 16 environments x 8 steps, the step size annealed to 0 (with a
+    constant step size one seed of three ended far below the others)."""
+    return TrainConfig(algorithm="a2c", env="Pendulum-v1", gamma=0.9, gae_lambda=0.9, reward_scale=0.1, num_envs=16,
+                       n_steps=8, learning_rate=1e-3, anneal_learning_rate=True, entropy_weight=0.0,
+                       total_steps=2_000_000, eval_every=50_000, checkpoint_every=200_000)
 
 
 def smoke(algorithm: str) -> TrainConfig:
     """For tests: a few seconds of CartPole (A2C's 16 environments need more steps to show learning)."""
     return dataclasses.replace(cartpole(algorithm), total_steps=10_000 if algorithm == "a2c" else 5_000,
-                               eval_episodes=5, final_eval_episodes=5, stop_return=None)
+                               eval_episodes=5, final_eval_episodes=5, stop_return=None, checkpoint_every=2_000)
 
 
-class NumpyPolicy:
-    """The policy (and critic) in numpy, from a {variable path: value} snapshot."""
-
-    def __init__(self, network: PolicyNetwork, weights: dict[str, np.ndarray]):
-        def dense(layers):
-            return [(weights[layer.kernel.path], weights[layer.bias.path]) for layer in layers]
-
-        self.config = network.config
-        self.policy = dense([*network.policy_torso.layers, network.action_head])
-        self.log_stddev = weights[network.log_stddev.path] if network.config.action_kind == "continuous" else None
-        self.value = None
-        if network.config.critic == "separate":
-            self.value = dense([*network.value_torso.layers, network.value_head])
-        elif network.config.critic == "shared":
-            self.value = self.policy[:-1] + dense([network.value_head])
-
-    @staticmethod
-    def _mlp(layers, x):
-        for kernel, bias in layers[:-1]:
-            x = np.tanh(x @ kernel + bias)
-        kernel, bias = layers[-1]
-        return x @ kernel + bias
-
-    def act(self, observation: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-        """Sampled actions (greedy ones when rng is None: the mode)."""
-        out = self._mlp(self.policy, np.asarray(observation, np.float32))
-        if self.config.action_kind == "continuous":
-            if rng is None:
-                return out
-            return out + np.exp(self.log_stddev) * rng.standard_normal(out.shape)
-        if rng is None:
-            return out.argmax(axis=-1)
-        # inverse-CDF sampling of the softmax
-        probabilities = np.exp(out - out.max(axis=-1, keepdims=True))
-        cumulative = np.cumsum(probabilities, axis=-1)
-        draws = rng.random((len(out), 1)) * cumulative[:, -1:]
-        return np.minimum((cumulative < draws).sum(axis=-1), out.shape[-1] - 1)
-
-    def values(self, observation: np.ndarray) -> np.ndarray:
-        return self._mlp(self.value, np.asarray(observation, np.float32))[:, 0]
+def presets(algorithm: str) -> dict[str, Callable[[], TrainConfig]]:
+    """The command's presets: cartpole and smoke for every algorithm; acrobot and pendulum for A2C."""
+    named = {"cartpole": lambda: cartpole(algorithm), "smoke": lambda: smoke(algorithm)}
+    return {**named, "acrobot": acrobot, "pendulum": pendulum} if algorithm == "a2c" else named
 
 
-def make_update(network: PolicyNetwork, optimizer: FusedAdam, algorithm: str,
-                config: TrainConfig):
-    """A traced function (observations, actions, returns or targets, weights) -> loss terms
-    and the network's new weights; `weights` masks out steps that are not transitions.
+# ALGO LOGIC: each algorithm's loss on a batch of steps; `mask` zeroes the steps that are not transitions.
+
+
+def reinforce_terms(outputs: dict, distribution, action, returns, mask, config: TrainConfig) -> dict:
+    return {"loss": reinforce_loss(distribution.log_prob(action) * mask, returns)}
+
+
+def reinforce_baseline_terms(outputs: dict, distribution, action, returns, mask, config: TrainConfig) -> dict:
+    return reinforce_baseline_loss(distribution.log_prob(action) * mask, returns, outputs["value"] * mask,
+                                   config.value_weight)
+
+
+def a2c_terms(outputs: dict, distribution, action, targets, mask, config: TrainConfig) -> dict:
+    return a2c_loss(distribution.log_prob(action) * mask, distribution.entropy() * mask, outputs["value"] * mask,
+                    targets * mask, config.value_weight, config.entropy_weight)
+
+
+LOSSES = {"reinforce": reinforce_terms, "reinforce_baseline": reinforce_baseline_terms, "a2c": a2c_terms}
+
+
+def make_update(network: PolicyNetwork, optimizer: FusedAdam, config: TrainConfig):
+    """A traced function (observations, actions, returns or targets, mask) -> loss terms and
+    the network's new weights, one gradient step on the algorithm's loss.
 
     It is the tf.function's concrete function: calling that directly skips the per-call
-    argument binding (about 0.7 of the 1.7 ms an A2C update on CartPole takes).
+    argument binding (about 0.7 of the 1.7 ms an A2C update on CartPole takes). REINFORCE's
+    batches vary in length: one trace for all of them, without XLA (which would compile
+    again for every new length); A2C's rollouts have one shape.
     """
-    variables = network.trainable_variables
-
+    variables, terms_of = network.trainable_variables, LOSSES[config.algorithm]
     continuous = config.model.action_kind == "continuous"
-    # REINFORCE's batches vary in length: one trace for all of them, without XLA (which
-    # would compile again for every new length); A2C's rollouts have one shape.
     signature = [tf.TensorSpec([None, *config.model.observation_shape], tf.float32),
                  tf.TensorSpec([None, config.model.num_actions] if continuous else [None],
                                tf.float32 if continuous else tf.int32),
                  tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)]
 
-    # ALGO LOGIC: one gradient step on the algorithm's loss.
-    @tf.function(jit_compile=config.jit_compile and algorithm == "a2c", autograph=False, input_signature=signature)
+    @tf.function(jit_compile=config.jit_compile and config.algorithm == "a2c", autograph=False,
+                 input_signature=signature)
     def update(observation, action, target, mask):
         with tf.GradientTape() as tape:
             outputs = network(observation)
-            distribution = network.distribution(outputs)
-            log_probs = distribution.log_prob(action) * mask
-            if algorithm == "reinforce":
-                terms = {"loss": reinforce_loss(log_probs, target)}
-            elif algorithm == "reinforce_baseline":
-                terms = reinforce_baseline_loss(log_probs, target, outputs["value"] * mask, config.value_weight)
-            else:
-                terms = a2c_loss(log_probs, distribution.entropy() * mask, outputs["value"] * mask, target * mask,
-                                 config.value_weight, config.entropy_weight)
+            terms = terms_of(outputs, network.distribution(outputs), action, target, mask, config)
         optimizer.apply(tape.gradient(terms["loss"], variables), variables)
         return terms, {v.path: tf.identity(v) for v in variables}
 
     return update.get_concrete_function()
 
 
-def _space_config(env: gym.Env, config: TrainConfig, env_id: str) -> PolicyConfig:
+def policy_config(env: gym.Env, config: TrainConfig) -> PolicyConfig:
+    """The policy's config with what the environment decides: observations and actions."""
     space = env.action_space
     if isinstance(space, gym.spaces.Discrete):
         kind, actions = "discrete", int(space.n)
     elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         kind, actions = "continuous", int(space.shape[0])
     else:
-        raise UserError(f"{env_id} has a {type(space).__name__} action space; expected Discrete or a 1-D Box")
+        raise UserError(f"{config.env} has a {type(space).__name__} action space; expected Discrete or a 1-D Box")
     if len(env.observation_space.shape) != 1:
-        raise UserError(f"{env_id} has observations of shape {env.observation_space.shape}; expected vectors")
+        raise UserError(f"{config.env} has observations of shape {env.observation_space.shape}; expected vectors")
     bounds = {}
     if kind == "continuous":
         bounds = {"action_low": float(np.min(space.low)), "action_high": float(np.max(space.high))}
@@ -230,146 +210,202 @@ def _space_config(env: gym.Env, config: TrainConfig, env_id: str) -> PolicyConfi
                                action_kind=kind, num_actions=actions, **bounds)
 
 
-def train(algorithm: str, config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
-    """Train (or resume) a policy-gradient agent into `run_dir`; return the final metrics (also in metrics.json)."""
-    if algorithm not in ALGORITHMS:
-        raise UserError(f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+class Agent:
+    """What both loops share: the network and the numpy copy that acts, the optimizer and its
+    update, the random generator, the evaluator, the checkpoints and the progress bar."""
+
+    def __init__(self, config: TrainConfig, run: Run, eval_env: gym.Env, progress: bool):
+        self.config = config
+        self.network = PolicyNetwork(config.model)
+        self.optimizer = FusedAdam(self.network.trainable_variables, config.learning_rate,
+                                   clipnorm=config.max_grad_norm)
+        self.rng = np.random.default_rng(config.seed)
+        self.checkpoints = run.checkpoints(config.checkpoint_every, model=self.network, optimizer=self.optimizer,
+                                           rng=self.rng)
+        self.policy = NumpyPolicy(self.network, snapshot(self.network.trainable_variables))
+        space = eval_env.action_space
+        self.bounds = (space.low, space.high) if config.model.action_kind == "continuous" else None
+        self.evaluator = Evaluator(config, eval_env, lambda observation: self.to_env(self.policy.act(observation, None)),
+                                   config.seed, run)
+        self._update = make_update(self.network, self.optimizer, config)  # traced here: on the training clock
+        self.bar = tqdm(total=config.total_steps, unit="step", disable=not progress, dynamic_ncols=True,
+                        desc=f"{config.algorithm} {config.env}")
+
+    def to_env(self, action: np.ndarray) -> np.ndarray:
+        """Continuous actions clipped to the action space's bounds, as the environment takes them."""
+        return np.clip(action, *self.bounds) if self.bounds is not None else action
+
+    def restore(self) -> Restored | None:
+        """The latest checkpoint (network, optimizer, generator, evaluator restored), or None."""
+        saved = self.checkpoints.restore()
+        if saved is not None:
+            self.evaluator.restore(saved.state["evaluator"])
+            self.policy = NumpyPolicy(self.network, snapshot(self.network.trainable_variables))
+            self.bar.update(saved.step)
+        return saved
+
+    @property
+    def running(self) -> bool:
+        return not self.evaluator.stopped
+
+    def update(self, batch: tuple[np.ndarray, ...], previous: int) -> dict[str, float]:
+        """One update on `batch`, taken at step `previous`; act with its new weights after it."""
+        if self.config.anneal_learning_rate:
+            self.optimizer.learning_rate.assign(
+                self.config.learning_rate * max(0.0, 1.0 - previous / self.config.total_steps))
+        terms, weights = self._update(*batch)
+        self.policy = NumpyPolicy(self.network, weights)
+        return {name: float(value) for name, value in terms.items()}
+
+    def evaluate_and_save(self, previous: int, step: int, terms: dict[str, float], episode_returns: list[float],
+                          state: dict, arrays: dict | None = None, pickled: dict | None = None) -> None:
+        """Evaluate when one falls due between `previous` and `step`; checkpoint when one falls
+        due, at the end, or once stop_return is confirmed."""
+        self.bar.update(step - previous)
+        if self.evaluator.due(previous, step, self.config.total_steps):
+            train_return = float(np.mean(episode_returns[-20:])) if episode_returns else None
+            record = self.evaluator.evaluate(step, train_return=train_return, **terms)
+            self.bar.set_postfix(eval=f"{record['eval_return']:.1f}")
+        if self.evaluator.stopped or self.checkpoints.due(previous, step) or step >= self.config.total_steps:
+            self.checkpoints.save(step, state={"evaluator": self.evaluator.state(), **state}, arrays=arrays,
+                                  pickled=pickled)
+
+    def finish(self, step: int, episode_returns: list[float]) -> dict:
+        self.bar.close()
+        return self.evaluator.finish(step, self.config.total_steps, episode_returns,
+                                     f"{self.config.algorithm} on {self.config.env}",
+                                     algorithm=self.config.algorithm, env=self.config.env)
+
+
+@dataclasses.dataclass
+class Episode:
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    """Scaled by reward_scale, as the loss sees them."""
+    score: float
+    """The episode's return as the environment reports it (unscaled)."""
+
+
+def play_episode(env: gym.Env, agent: Agent, seed: int) -> Episode:
+    """One whole episode with actions drawn from the agent's policy, from the reset with `seed`."""
+    observation, _ = env.reset(seed=seed)
+    observations, actions, rewards, done = [], [], [], False
+    while not done:
+        action = agent.policy.act(observation[None], agent.rng)[0]
+        next_observation, reward, terminated, truncated, info = env.step(agent.to_env(action))
+        observations.append(observation)
+        actions.append(action)
+        rewards.append(reward * agent.config.reward_scale)
+        observation, done = next_observation, terminated or truncated
+    action_dtype = np.float32 if agent.config.model.action_kind == "continuous" else np.int32
+    return Episode(np.asarray(observations, np.float32), np.asarray(actions).astype(action_dtype),
+                   np.asarray(rewards, np.float32), float(info["episode"]["r"]))
+
+
+def reinforce_loop(agent: Agent) -> tuple[int, list[float]]:
+    """REINFORCE (with or without a baseline): whole episodes, their returns, one update; (steps, episode returns)."""
+    config = agent.config
+    env = make_env(config.env)
+    step, episode_seed, episode_returns = 0, config.seed, []
+    if (saved := agent.restore()) is not None:
+        step, episode_seed = saved.step, saved.state["episode_seed"]
+        episode_returns = list(saved.state["episode_returns"])
+    while step < config.total_steps and agent.running:
+        # ALGO LOGIC: whole episodes with the current policy, and their discounted returns G_t.
+        episodes = [play_episode(env, agent, episode_seed + k) for k in range(config.episodes_per_update)]
+        episode_seed += config.episodes_per_update
+        episode_returns += [episode.score for episode in episodes]
+        returns = np.concatenate([discounted_returns(e.rewards, np.zeros_like(e.rewards), config.gamma)
+                                  for e in episodes])
+        if config.normalize_returns:
+            returns = (returns - returns.mean()) / (returns.std() + 1e-8)
+        previous, step = step, step + len(returns)
+
+        # ALGO LOGIC: one update on every step of the episodes.
+        terms = agent.update((np.concatenate([e.observations for e in episodes]),
+                              np.concatenate([e.actions for e in episodes]), returns.astype(np.float32),
+                              np.ones(len(returns), np.float32)), previous)
+        agent.evaluate_and_save(previous, step, terms, episode_returns,
+                                state={"episode_seed": episode_seed, "episode_returns": episode_returns})
+    env.close()
+    return step, episode_returns
+
+
+def a2c_loop(agent: Agent) -> tuple[int, list[float]]:
+    """A2C: n steps of every environment, bootstrapped targets, one update; (steps, episode returns)."""
+    config, model = agent.config, agent.config.model
+    rollout = VectorRollout(make_vector_env(config.env, config.num_envs, native=True), config.seed)
+    step = 0
+    if (saved := agent.restore()) is not None:
+        step = saved.step
+        rollout.restore(saved, step)
+    shape = (config.n_steps, config.num_envs)
+    continuous = model.action_kind == "continuous"
+    while step < config.total_steps and agent.running:
+        # ALGO LOGIC: n steps of every environment with the current policy.
+        observations = np.zeros((*shape, *model.observation_shape), np.float32)
+        actions = np.zeros((*shape, model.num_actions) if continuous else shape, np.float32 if continuous else np.int32)
+        rewards, cut, mask = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        for t in range(config.n_steps):
+            action = agent.policy.act(rollout.observation, agent.rng)
+            step_t = rollout.step(action, agent.to_env(action))
+            observations[t], actions[t], mask[t] = step_t.observation, action, step_t.valid
+            rewards[t] = step_t.reward * config.reward_scale
+            if step_t.truncated.any():  # a time limit is no end: bootstrap from the last state
+                rewards[t] += config.gamma * step_t.truncated * agent.policy.values(step_t.next_observation)
+            cut[t] = step_t.terminated | step_t.truncated | ~step_t.valid
+        previous, step = step, step + config.n_steps * config.num_envs
+
+        # ALGO LOGIC: n-step (or TD(lambda)) targets, bootstrapped from v(s) after the rollout;
+        # an episode's end cuts the sum (a step that only reset an environment is masked out).
+        flat_observations = observations.reshape(-1, *model.observation_shape)
+        values = agent.policy.values(flat_observations).reshape(shape) if config.gae_lambda < 1 else 0.0
+        targets, _ = n_step_targets(rewards, cut, values, agent.policy.values(rollout.observation), config.gamma,
+                                    config.gae_lambda)
+
+        # ALGO LOGIC: one update on every step of the rollout.
+        terms = agent.update((flat_observations, actions.reshape(-1, *actions.shape[2:]), targets.reshape(-1),
+                              mask.reshape(-1)), previous)
+        kept = rollout.checkpoint()
+        agent.evaluate_and_save(previous, step, terms, rollout.episode_returns, **kept)
+    rollout.envs.close()
+    return step, rollout.episode_returns
+
+
+LOOPS = {"reinforce": reinforce_loop, "reinforce_baseline": reinforce_loop, "a2c": a2c_loop}
+
+
+def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train (or resume) `config.algorithm`'s agent into the run directory `out`; return the
+    final metrics (also in metrics.json)."""
     keras.utils.set_random_seed(config.seed)
     eval_env = make_env(config.env, training=False)
-    model_config = _space_config(eval_env, config, config.env)
-    if algorithm != "reinforce" and model_config.critic == "none":
-        raise UserError(f"{algorithm} needs a critic; use --critic=separate or --critic=shared")
-    config = dataclasses.replace(config, model=model_config)
-    check_resumable(run_dir, config)
-    write_json(run_dir / "config.json", {"algorithm": algorithm, **flat_dict(config)})
-    write_json(run_dir / "model.json", {"family": "policy_gradient", "algorithm": algorithm,
-                                        "config": dataclasses.asdict(model_config)})
-
-    network = PolicyNetwork(model_config)
-    optimizer = FusedAdam(network.trainable_variables, config.learning_rate, clipnorm=config.max_grad_norm)
-    rng = np.random.default_rng(config.seed)
-    low, high = (eval_env.action_space.low, eval_env.action_space.high) if model_config.action_kind == "continuous" \
-        else (None, None)
-
-    def to_env(action):
-        return np.clip(action, low, high) if low is not None else action
-
-    checkpoints = Checkpoints(run_dir, config.checkpoint_every, **zoo.checkpointed(network), optimizer=optimizer)
-    step, state = checkpoints.restore(rng)
-    if (metrics := checkpoints.finished_metrics(step)) is not None:
-        return metrics
-    policy = NumpyPolicy(network, {v.path: v.numpy() for v in network.trainable_variables})
-    evaluator = Evaluator(config, eval_env, lambda observation: to_env(policy.act(observation, None)), config.seed,
-                          history=state.get("history"), train_seconds=state.get("train_seconds", 0.0))
-    episode_returns = state.get("episode_returns", [])
-    update = make_update(network, optimizer, algorithm, config)  # traced here: on the training clock
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-    bar = tqdm(total=config.total_steps, initial=step, unit="step", disable=not progress, dynamic_ncols=True,
-               desc=f"{algorithm} {config.env}")
-
-    if algorithm == "a2c":
-        envs = make_vector_env(config.env, config.num_envs, native=True)
-        observation, _ = envs.reset(seed=config.seed + step)
-        just_reset = np.zeros(config.num_envs, bool)
-    else:
-        env = make_env(config.env)
-        episode_seed = state.get("episode_seed", config.seed)
-
-    while step < config.total_steps:
-        previous = step
-        # ALGO LOGIC: collect with the current policy, compute the targets.
-        if algorithm == "a2c":
-            shape = (config.n_steps, config.num_envs)
-            observations = np.zeros((*shape, *model_config.observation_shape), np.float32)
-            actions = np.zeros((*shape, model_config.num_actions) if model_config.action_kind == "continuous"
-                               else shape, np.float32 if model_config.action_kind == "continuous" else np.int32)
-            rewards, cut, mask = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-            for t in range(config.n_steps):
-                action = policy.act(observation, rng)
-                next_observation, reward, terminated, truncated, info = envs.step(to_env(action))
-                observations[t], actions[t], mask[t] = observation, action, ~just_reset
-                rewards[t] = reward * config.reward_scale
-                if truncated.any():  # a time limit is no end: bootstrap from the last state
-                    rewards[t] += config.gamma * truncated * policy.values(next_observation)
-                cut[t] = terminated | truncated | just_reset
-                if "_episode" in info:
-                    episode_returns.extend(info["episode"]["r"][info["_episode"]].tolist())
-                just_reset = terminated | truncated
-                observation = next_observation
-            step += config.n_steps * config.num_envs
-            # n-step (or TD(lambda)) targets, bootstrapped from v(s) after the rollout; an
-            # episode's end cuts the sum (a step that only reset an environment is masked out)
-            values = policy.values(observations.reshape(-1, *model_config.observation_shape)).reshape(shape) \
-                if config.gae_lambda < 1 else 0.0
-            targets, _ = n_step_targets(rewards, cut, values, policy.values(observation), config.gamma,
-                                        config.gae_lambda)
-            batch = (observations.reshape(-1, *model_config.observation_shape), actions.reshape(-1, *actions.shape[2:]),
-                     targets.reshape(-1), mask.reshape(-1))
-        else:
-            episodes = []
-            for _ in range(config.episodes_per_update):
-                observation, _ = env.reset(seed=episode_seed)
-                episode_seed += 1
-                obs_list, act_list, rew_list = [], [], []
-                done = False
-                while not done:
-                    action = policy.act(observation[None], rng)[0]
-                    next_observation, reward, terminated, truncated, info = env.step(to_env(action))
-                    obs_list.append(observation)
-                    act_list.append(action)
-                    rew_list.append(reward * config.reward_scale)
-                    observation, done = next_observation, terminated or truncated
-                episode_returns.append(float(info["episode"]["r"]))
-                rewards = np.asarray(rew_list, np.float32)
-                returns = discounted_returns(rewards, np.zeros_like(rewards), config.gamma)
-                episodes.append((np.asarray(obs_list, np.float32), np.asarray(act_list), returns))
-            step += sum(len(e[2]) for e in episodes)
-            returns = np.concatenate([e[2] for e in episodes])
-            if config.normalize_returns:
-                returns = (returns - returns.mean()) / (returns.std() + 1e-8)
-            batch = (np.concatenate([e[0] for e in episodes]),
-                     np.concatenate([e[1] for e in episodes]).astype(np.float32 if model_config.action_kind == "continuous"
-                                                                     else np.int32),
-                     returns.astype(np.float32), np.ones(len(returns), np.float32))
-        bar.update(step - previous)
-
-        # ALGO LOGIC: one update; act with its new weights.
-        if config.anneal_learning_rate:
-            optimizer.learning_rate.assign(config.learning_rate * max(0.0, 1.0 - previous / config.total_steps))
-        terms, weights = update(*batch)
-        policy = NumpyPolicy(network, {path: w.numpy() for path, w in weights.items()})
-
-        if evaluator.due(previous, step, config.total_steps):
-            record = evaluator.evaluate(
-                step, writer, train_return=float(np.mean(episode_returns[-20:])) if episode_returns else None,
-                **{name: float(value) for name, value in terms.items()})
-            bar.set_postfix(eval=f"{record['eval_return']:.1f}")
-        if evaluator.stopped or checkpoints.due(previous, step) or step >= config.total_steps:
-            checkpoints.save(step, rng, **evaluator.state(), episode_returns=episode_returns[-100:],
-                             **({} if algorithm == "a2c" else {"episode_seed": episode_seed}))
-        if evaluator.stopped:
-            break
-    bar.close()
-
-    metrics = evaluator.finish(run_dir, step, config.total_steps, episode_returns, f"{algorithm} on {config.env}",
-                               algorithm=algorithm, env=config.env)
-    writer.flush()
-    return metrics
+    config = dataclasses.replace(config, model=policy_config(eval_env, config))
+    run = Run.open(out, config, family="policy_gradient", kind="policy", model=config.model)
+    if run.finished:
+        return run.metrics
+    agent = Agent(config, run, eval_env, progress)
+    step, episode_returns = LOOPS[config.algorithm](agent)
+    return agent.finish(step, episode_returns)
 
 
 def main(algorithm: str, argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m training {algorithm}",
-                                     description=f"Train a {algorithm} agent on a gymnasium environment.")
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    presets = {"cartpole": lambda: cartpole(algorithm), "smoke": lambda: smoke(algorithm)}
-    if algorithm == "a2c":
-        presets.update(acrobot=acrobot, pendulum=pendulum)
-    config, args = parse_config(argv, parser, presets, "cartpole", hidden=DERIVED)
-    try:
-        metrics = train(algorithm, config, args.out, progress=not args.no_progress)
-    except UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    """`python -m training ALGORITHM`: parse, train, print the final greedy return."""
+    metrics, _ = run_command(argv, algorithm, f"Train a {algorithm} agent on a gymnasium environment.",
+                             presets(algorithm), "cartpole", train, hidden=DERIVED)
     print(f"final greedy return {metrics['final_eval_return']:.1f} over {metrics['final_eval_episodes']} episodes; "
           f"{metrics['steps']} steps in {metrics['train_seconds']:.1f} s of training")
     return 0
+
+
+def main_reinforce(argv: list[str] | None = None) -> int:
+    return main("reinforce", argv)
+
+
+def main_reinforce_baseline(argv: list[str] | None = None) -> int:
+    return main("reinforce_baseline", argv)
+
+
+def main_a2c(argv: list[str] | None = None) -> int:
+    return main("a2c", argv)

@@ -6,12 +6,12 @@ same task, in one picture.
 Each algorithm trains with its `cartpole` preset for the same number of environment steps
 (no early stop), evaluated greedily every `eval_every` steps; REINFORCE runs twice, on raw
 returns and on returns normalised per batch (its preset), since normalising is itself a
-crude baseline. Writes pg_compare.png (mean over seeds, with the range between the worst
-and best seed shaded) and summary.json.
+crude baseline. Each run goes to OUT/VARIANT-SEED (resumable); OUT gets pg_compare.png (mean
+over seeds, with the range between the worst and best seed shaded) and metrics.json (the
+summary).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -22,8 +22,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rundir import Run, read_json  # noqa: E402
 from training import pg  # noqa: E402
-from training.runtime import read_json, write_json  # noqa: E402
+from training.config import run_command  # noqa: E402
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """One task, the seeds, and every run's budget."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium id with discrete actions."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds each variant trains with."""
+    total_steps: int = 30_000
+    """Environment steps per run (no early stop)."""
+    eval_every: int = 1_000
+    """Environment steps between greedy evaluations."""
+
+
+PRESETS = {"cartpole": CompareConfig}
 
 VARIANTS = {  # label -> (algorithm, changes to its cartpole preset)
     "REINFORCE": ("reinforce", {"normalize_returns": False}),
@@ -33,16 +50,17 @@ VARIANTS = {  # label -> (algorithm, changes to its cartpole preset)
 }
 
 
-def run_all(out: Path, env: str, seeds: list[int], total_steps: int, eval_every: int) -> dict[str, list[list[dict]]]:
-    """Train every variant for every seed (each into out/NAME-SEED, resumable); their histories."""
+def run_all(out: Path, config: CompareConfig) -> dict[str, list[list[dict]]]:
+    """Train every variant for every seed (each into out/VARIANT-SEED, resumable); their histories."""
     histories = {}
     for label, (algorithm, changes) in VARIANTS.items():
         histories[label] = []
-        for seed in seeds:
-            config = dataclasses.replace(pg.cartpole(algorithm), env=env, seed=seed, total_steps=total_steps,
-                                         eval_every=eval_every, stop_return=None, **changes)
+        for seed in config.seeds:
+            variant = dataclasses.replace(pg.cartpole(algorithm), env=config.env, seed=seed,
+                                          total_steps=config.total_steps, eval_every=config.eval_every,
+                                          stop_return=None, **changes)
             run_dir = out / f"{label.lower().replace(',', '').replace(' ', '-')}-{seed}"
-            metrics = pg.train(algorithm, config, run_dir, progress=False)
+            metrics = pg.train(variant, run_dir, progress=False)
             print(f"{label}, seed {seed}: final greedy return {metrics['final_eval_return']:.1f} after "
                   f"{metrics['steps']} steps, {metrics['train_seconds']:.1f} s", flush=True)
             histories[label].append(read_json(run_dir / "history.json"))
@@ -82,26 +100,23 @@ def summarize(histories: dict[str, list[list[dict]]], threshold: float | None) -
     return summary
 
 
+def compare(config: CompareConfig, out: str | Path, *, progress: bool = False) -> dict:
+    """Train every variant (or read the runs already there) and draw them; the summary (metrics.json)."""
+    run = Run.open(out, config, family="pg_compare", kind="comparison")
+    if run.finished:
+        return run.metrics
+    histories = run_all(run.directory, config)
+    threshold = gym.spec(config.env).reward_threshold  # 475 for CartPole-v1
+    draw(histories, run.directory / "pg_compare.png",
+         f"{config.env}: greedy return, mean of seeds {','.join(map(str, config.seeds))} (shaded: their range)")
+    return run.finish({"env": config.env, "seeds": list(config.seeds), "threshold": threshold,
+                       **summarize(histories, threshold)})
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training pg_compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="directory for the runs, pg_compare.png, summary.json")
-    parser.add_argument("--env", default="CartPole-v1", help="gymnasium id with discrete actions (default: %(default)s)")
-    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1, 2],
-                        help="comma-separated seeds (default: 0,1,2)")
-    parser.add_argument("--total_steps", type=int, default=30_000, help="environment steps per run (default: %(default)s)")
-    parser.add_argument("--eval_every", type=int, default=1_000, help="steps between evaluations (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        histories = run_all(args.out, args.env, args.seeds, args.total_steps, args.eval_every)
-    except pg.UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    threshold = gym.spec(args.env).reward_threshold  # 475 for CartPole-v1
-    summary = summarize(histories, threshold)
-    write_json(args.out / "summary.json", {"env": args.env, "seeds": args.seeds, "threshold": threshold, **summary})
-    draw(histories, args.out / "pg_compare.png",
-         f"{args.env}: greedy return, mean of seeds {','.join(map(str, args.seeds))} (shaded: their range)")
-    for label, s in summary.items():
-        print(f"{label}: average greedy return over training {s['average_eval_return']:.1f}; "
-              f"first evaluation at {threshold}: {s['first_reaching_step']}")
-    print(f"picture: {args.out / 'pg_compare.png'}")
+    summary, out = run_command(argv, "pg_compare", __doc__.splitlines()[0], PRESETS, "cartpole", compare)
+    for label in VARIANTS:
+        print(f"{label}: average greedy return over training {summary[label]['average_eval_return']:.1f}; "
+              f"first evaluation at {summary['threshold']}: {summary[label]['first_reaching_step']}")
+    print(f"picture: {out / 'pg_compare.png'}")
     return 0

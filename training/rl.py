@@ -1,20 +1,19 @@
-"""What the RL training loops (dqn.py, pg.py) share: greedy evaluation on a schedule with the
+"""What the RL training loops (dqn.py, pg.py) share: vector environments stepped with what a
+checkpoint needs to continue them exactly, and greedy evaluation on a schedule with the
 training clock paused, early stopping once a return is reached and confirmed, the final
-metrics, history.json and learning curves, and numbered checkpoints that resume a run."""
+metrics and learning curves."""
 from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Callable
 
 import gymnasium as gym
 import numpy as np
-import tensorflow as tf
 
+from rundir import Run
 from training import plots
 from training.envs import play_episodes
-from training.runtime import read_json, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +37,66 @@ class RLOptions:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
+@dataclasses.dataclass
+class Transition:
+    """One step of every environment: arrays with one row per environment."""
+
+    observation: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_observation: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    valid: np.ndarray
+    """False where the step only reset an environment (gymnasium's next-step autoreset): not a transition."""
+
+
+class VectorRollout:
+    """Vector environments as a training loop steps them: the current observations, which
+    environments reset on their next step, and the returns of the episodes finished so far.
+
+    A checkpoint keeps all of it (the environments pickled: classic-control environments,
+    their wrappers and random generators, and ALE's emulator all pickle), so a resumed run
+    continues the same episodes. Environments that do not pickle start new episodes on
+    resume, said aloud, and the run then differs from an uninterrupted one.
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, seed: int):
+        self.envs, self.seed = envs, seed
+        self.observation, _ = envs.reset(seed=seed)
+        self.just_reset = np.zeros(envs.num_envs, bool)
+        self.episode_returns: list[float] = []
+
+    def step(self, action: np.ndarray, env_action: np.ndarray | None = None) -> Transition:
+        """Step every environment with `env_action` (default: `action`, which the transition records)."""
+        next_observation, reward, terminated, truncated, info = self.envs.step(action if env_action is None
+                                                                                 else env_action)
+        if "_episode" in info:
+            self.episode_returns.extend(info["episode"]["r"][info["_episode"]].tolist())
+        transition = Transition(self.observation, action, reward, next_observation, terminated, truncated,
+                                ~self.just_reset)
+        self.just_reset = terminated | truncated
+        self.observation = next_observation
+        return transition
+
+    def checkpoint(self) -> dict:
+        """What `Checkpoints.save` keeps of the rollout (as its state, arrays and pickled objects)."""
+        return {"state": {"episode_returns": self.episode_returns},
+                "arrays": {"rollout": {"observation": self.observation, "just_reset": self.just_reset}},
+                "pickled": {"environments": self.envs}}
+
+    def restore(self, saved, step: int) -> None:
+        """Continue from a restored checkpoint (environments that were not saved start new episodes)."""
+        self.episode_returns = list(saved.state["episode_returns"])
+        if "environments" in saved.pickled:
+            self.envs.close()
+            self.envs = saved.pickled["environments"]
+            self.observation = saved.arrays["rollout"]["observation"]
+            self.just_reset = saved.arrays["rollout"]["just_reset"]
+        else:
+            self.observation, _ = self.envs.reset(seed=self.seed + step)
+
+
 class Evaluator:
     """Evaluates `act` (a batch of observations -> actions, read at call time) on `env`.
 
@@ -47,10 +106,10 @@ class Evaluator:
     """
 
     def __init__(self, options: RLOptions, env: gym.Env, act: Callable[[np.ndarray], np.ndarray], seed: int,
-                 epsilon: float = 0.0, history: list[dict] | None = None, train_seconds: float = 0.0):
+                 run: Run, epsilon: float = 0.0):
         self.options, self.env, self.act, self.seed, self.epsilon = options, env, act, seed, epsilon
-        self.history = history if history is not None else []
-        self.train_seconds, self.started = train_seconds, time.perf_counter()
+        self.run, self.history = run, run.history
+        self.train_seconds, self.started = 0.0, time.perf_counter()
         self.threshold = env.spec.reward_threshold if env.spec else None
         self.final: list[float] | None = None  # the final evaluation's returns, once taken
 
@@ -63,13 +122,19 @@ class Evaluator:
         return step // self.options.eval_every > previous // self.options.eval_every or step >= total_steps
 
     def state(self) -> dict:
-        """What a checkpoint keeps of the evaluator: training seconds and the history."""
-        return {"train_seconds": self.train_seconds, "history": self.history}
+        """What a checkpoint keeps of the evaluator (the run keeps the history)."""
+        return {"train_seconds": self.train_seconds, "final": self.final}
+
+    def restore(self, state: dict) -> None:
+        self.train_seconds, self.final = state["train_seconds"], state["final"]
+        self.started = time.perf_counter()
 
     def _play(self, episodes: int, seed: int) -> list[float]:
+        if self.epsilon:  # its random actions come from the action space: seed it, as the episodes are
+            self.env.action_space.seed(seed)
         return play_episodes(self.env, self.act, episodes, seed, self.epsilon, np.random.default_rng(seed))
 
-    def evaluate(self, step: int, writer=None, **extra) -> dict:
+    def evaluate(self, step: int, **extra) -> dict:
         """One evaluation (clock paused): its record, also appended to the history and logged."""
         self.train_seconds += time.perf_counter() - self.started
         returns = self._play(self.options.eval_episodes, self.seed + 10_000)
@@ -82,19 +147,14 @@ class Evaluator:
             if record["confirm_return"] >= self.options.stop_return:
                 self.final = final
         self.history.append(record)
-        if writer is not None:
-            with writer.as_default(step=step):
-                for name, value in record.items():
-                    if name != "step" and isinstance(value, (int, float)) and np.isfinite(value):
-                        tf.summary.scalar(name, value)
+        self.run.log(step, {name: value for name, value in record.items() if name != "step"})
         self.started = time.perf_counter()
         return record
 
-    def finish(self, run_dir: Path, step: int, total_steps: int, episode_returns: list[float], title: str,
-               **extra) -> dict:
+    def finish(self, step: int, total_steps: int, episode_returns: list[float], title: str, **extra) -> dict:
         """The final evaluation (unless stop_return's confirmation was it) beside a uniformly
-        random policy's return on the same starts, metrics.json, history.json and
-        learning_curves.png; returns the metrics."""
+        random policy's return on the same starts, and learning_curves.png; finishes the run
+        with the metrics and returns them."""
         final = self.final or self._play(self.options.final_eval_episodes, self.seed + 20_000)
         self.env.action_space.seed(self.seed)
         random = play_episodes(self.env, self.act, self.options.final_eval_episodes, self.seed + 20_000, epsilon=1.0)
@@ -112,63 +172,7 @@ class Evaluator:
             "best_eval_return": max(r["eval_return"] for r in self.history),
             "training_episodes": len(episode_returns),
         }
-        write_json(run_dir / "metrics.json", metrics)
-        write_json(run_dir / "history.json", self.history)
         threshold = f" (threshold {self.threshold:g})" if self.threshold is not None else ""
-        plots.learning_curves(self.history, ["eval_return", "train_return"], run_dir / "learning_curves.png",
+        plots.learning_curves(self.history, ["eval_return", "train_return"], self.run.directory / "learning_curves.png",
                               f"{title}: greedy evaluation over {self.options.eval_episodes} episodes{threshold}")
-        return metrics
-
-
-class Checkpoints:
-    """Numbered checkpoints of an RL run in run_dir/checkpoints, the last two kept.
-
-    Variables go through tf.train.Checkpoint (`objects`); the rest of the loop's state (a
-    numpy generator's, and what the caller passes: the evaluator's `state()`, recent episode
-    returns) goes to state-STEP.json beside it. Files the caller writes as
-    NAME-STEP.* (`path`) are pruned with their checkpoint.
-    """
-
-    def __init__(self, run_dir: Path, every: int, **objects):
-        self.run_dir, self.directory, self.every = run_dir, run_dir / "checkpoints", every
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.checkpoint = tf.train.Checkpoint(**objects)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=2)
-
-    def due(self, previous: int, step: int) -> bool:
-        """Whether a checkpoint falls between environment steps `previous` and `step`."""
-        return step // self.every > previous // self.every
-
-    def path(self, name: str, step: int, suffix: str) -> Path:
-        return self.directory / f"{name}-{step}{suffix}"
-
-    def restore(self, rng: np.random.Generator | None = None) -> tuple[int, dict]:
-        """Restore the latest checkpoint, if any, and `rng`'s state: (its step, its state), or (0, {})."""
-        latest = self.manager.latest_checkpoint
-        if not latest:
-            return 0, {}
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        step = int(latest.rsplit("-", 1)[1])
-        state = read_json(self.path("state", step, ".json"))
-        if rng is not None:
-            rng.bit_generator.state = state["rng"]
-        return step, state
-
-    def finished_metrics(self, step: int) -> dict | None:
-        """The metrics of a run that already finished (or stopped early) at `step`, else None."""
-        metrics = self.run_dir / "metrics.json"
-        if metrics.exists() and read_json(metrics)["steps"] == step:
-            print(f"{self.run_dir} is already trained ({step} steps); its metrics.json and pictures stand")
-            return read_json(metrics)
-        return None
-
-    def save(self, step: int, rng: np.random.Generator | None = None, **state) -> None:
-        """Save the variables, `rng`'s state and `state` (JSON values) at `step`."""
-        write_json(self.path("state", step, ".json"),
-                   {"step": step, **({"rng": rng.bit_generator.state} if rng is not None else {}), **state})
-        self.manager.save(checkpoint_number=step)
-        kept = {int(p.rsplit("-", 1)[1]) for p in self.manager.checkpoints}
-        for path in self.directory.glob("*-*.*"):
-            name, _, number = path.name.split(".")[0].rpartition("-")
-            if name != "ckpt" and number.isdigit() and int(number) not in kept:
-                path.unlink()
+        return self.run.finish(metrics)

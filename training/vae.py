@@ -2,7 +2,7 @@
 
     python -m training vae --preset demo --out runs/vae-demo [--key=value ...]
 
-The loop is training/loop.py's; here are the VAE's config, presets, final metrics (the
+The loop is training/image_loop.py's; here are the VAE's config, presets, final metrics (the
 importance-weighted NLL bound) and pictures (samples, reconstructions, latent space).
 """
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from training import loop, plots
+from training import image_loop, plots
 from training.data import ImageData
-from training.loop import DERIVED, RunOptions, make_train_step  # noqa: F401  (re-exported for tests and benchmarks)
+from training.image_loop import DERIVED, ImageRunOptions, make_train_step  # noqa: F401  (re-exported for tests and benchmarks)
 from zoo.vae import VAE, VAEConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(RunOptions):
+class TrainConfig(ImageRunOptions):
     """A VAE training run: the shared run options, the model's fields (nested) and the NLL bound."""
 
     model: VAEConfig = dataclasses.field(default_factory=VAEConfig)
@@ -34,26 +34,25 @@ class TrainConfig(RunOptions):
             raise ValueError(f"iw_samples must be at least 1, got {self.iw_samples}")
 
 
-# Presets: with no overrides, each reproduces the figures in its docstring (README table;
-# held-out, shipped MNIST digits, nats per image, on a 2-core CPU).
+# Presets: with no overrides, each reproduces the figures docs/vae.md quotes beside its command.
 
 
 def smoke() -> TrainConfig:
-    """For tests: a small MLP VAE, 2 epochs. -ELBO 238.47, NLL <= 233.57 (k=8), 16 s."""
+    """For tests: a small MLP VAE, 2 epochs."""
     return TrainConfig(model=VAEConfig(architecture="mlp", latent_dim=2, hidden_units=(64,)),
                        epochs=2, batch_size=100, iw_samples=8)
 
 
 def demo() -> TrainConfig:
     """keras.io's conv VAE layout (encoder dense 64 where keras.io has 16) with a 2-D latent,
-    so the latent map shows. -ELBO 164.73, NLL <= 162.26 (k=100), 1 min 56 s."""
+    so the latent map shows."""
     return TrainConfig(model=VAEConfig(architecture="conv", latent_dim=2, hidden_units=(64,)),
                        epochs=30, batch_size=128, iw_samples=100)
 
 
 def mnist() -> TrainConfig:
-    """The best held-out NLL we reached on the shipped digits within 15 minutes: -ELBO 102.44,
-    NLL <= 94.77 (k=1000), 9 min 14 s. Past 100 epochs the held-out loss stops falling."""
+    """The best held-out NLL found on the shipped digits within 15 minutes of training; past 100
+    epochs the held-out loss stops falling."""
     return TrainConfig(model=VAEConfig(architecture="conv", latent_dim=16, hidden_units=(256,)),
                        epochs=100, batch_size=64, iw_samples=1000)
 
@@ -61,9 +60,9 @@ def mnist() -> TrainConfig:
 PRESETS = {"smoke": smoke, "demo": demo, "mnist": mnist}
 
 
-def train(config: TrainConfig, run_dir: Path, *, progress: bool = True) -> dict:
-    """Train (or resume) a VAE into `run_dir`; return the final metrics, also written to metrics.json."""
-    return loop.train(config, run_dir, FAMILY, progress=progress)
+def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train (or resume) a VAE into the run directory `out`; return the final metrics (also in metrics.json)."""
+    return image_loop.train(config, out, FAMILY, progress=progress)
 
 
 def final_metrics(model: VAE, config: TrainConfig, data: ImageData, test_images: np.ndarray,
@@ -114,11 +113,11 @@ def draw_pictures(model: VAE, config: TrainConfig, data: ImageData, test_images:
                           "loss (nats per image)")
 
 
-FAMILY = loop.Family("vae", VAE, final_metrics, draw_pictures)
+FAMILY = image_loop.ImageFamily("vae", VAE, final_metrics, draw_pictures)
 
 
 def main(argv: list[str] | None = None) -> int:
-    metrics, run_dir = loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
+    metrics, run_dir = image_loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
     keys = ("test_negative_elbo", "test_iw_nll", "test_rate", "test_distortion", "images_per_second_median")
     print("\n".join(f"{key}: {metrics[key]:.2f}" for key in keys if metrics.get(key) is not None))
     if "test_iw_nll" in metrics:

@@ -1,20 +1,10 @@
-"""Keras 3 model families. FAMILIES maps a family name to (config dataclass, model class),
-so a run directory that names its family can be rebuilt by `export` without `training`."""
+"""Keras 3 model families. MODEL_FAMILIES maps the family a training run declares (in its
+model.json) to the family's config dataclass and model class, so that `export` rebuilds a
+trained model without importing `training`."""
 from zoo.dqn import DQNConfig, QNetwork
 from zoo.pixelcnn import PixelCNN, PixelCNNConfig
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork
 from zoo.vae import VAE, VAEConfig
 
-
-def checkpointed(model) -> dict:
-    """What a checkpoint holds of a model: the model, and its variables listed in build order.
-
-    Keras 3 leaves layers kept in Python lists out of a tf.train.Checkpoint's object graph
-    (it converts them only for SavedModel), so `Checkpoint(model=model)` alone can save and
-    restore nothing of them. The list reaches every variable; training and export both use it.
-    """
-    return {"model": model, "model_variables": list(model.variables)}
-
-
-FAMILIES = {"vae": (VAEConfig, VAE), "pixelcnn": (PixelCNNConfig, PixelCNN),
-            "dqn": (DQNConfig, QNetwork), "policy_gradient": (PolicyConfig, PolicyNetwork)}
+MODEL_FAMILIES = {"vae": (VAEConfig, VAE), "pixelcnn": (PixelCNNConfig, PixelCNN),
+                  "dqn": (DQNConfig, QNetwork), "policy_gradient": (PolicyConfig, PolicyNetwork)}

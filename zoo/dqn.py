@@ -15,10 +15,9 @@ training/dqn.py.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal
+from typing import Literal
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from zoo.signatures import Signature
@@ -126,24 +125,6 @@ class QNetwork(keras.Model):
     def greedy_action(self, observation: tf.Tensor) -> tf.Tensor:
         """argmax_a Q(s, a) as int64 [b] (ties go to the lowest action)."""
         return tf.argmax(self(observation), axis=-1, output_type=tf.int64)
-
-    def numpy_q_values(self, weights: list[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-        """Q-values computed in numpy from `weights`, a snapshot of `trainable_variables`.
-
-        For acting one environment step at a time: a small MLP costs about 10 us in numpy
-        against about 300 us for a call into TensorFlow. Take a new snapshot after each update.
-        """
-        if self.config.torso != "mlp":
-            raise ValueError("numpy Q-values are for the MLP torso; call the network for frames")
-        weights = list(zip(weights[0::2], weights[1::2]))  # (kernel, bias) per layer, input to output
-
-        def q_values(observation: np.ndarray) -> np.ndarray:
-            x = np.asarray(observation, np.float32)
-            for kernel, bias in weights[:-1]:
-                x = np.maximum(x @ kernel + bias, 0.0)
-            kernel, bias = weights[-1]
-            return x @ kernel + bias
-        return q_values
 
     # Serving: greedy actions and Q-values; tf-agents signatures are added by export.
 

@@ -36,8 +36,32 @@ from zoo import signatures as checks
 tfd = tfp.distributions
 
 
+class PixelOutputs:
+    """What a pixel model's config says about its outputs (its `image_shape`, `output` and `num_classes`)."""
+
+    image_shape: tuple[int, int, int]
+    output: Literal["bernoulli", "categorical"]
+    num_classes: int
+
+    def check_outputs(self) -> None:
+        """Bernoulli outputs only for one channel; no negative number of classes."""
+        if self.output == "bernoulli" and self.image_shape[2] != 1:
+            raise ValueError("Bernoulli outputs are for binarized one-channel images; use output=categorical")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be 0 or more, got {self.num_classes}")
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def levels(self) -> int:
+        """Values a channel can take: 2 (binarized) or 256."""
+        return 2 if self.output == "bernoulli" else 256
+
+
 @dataclasses.dataclass(frozen=True)
-class PixelCNNConfig:
+class PixelCNNConfig(PixelOutputs):
     """Architecture and output distribution of a (gated) PixelCNN."""
 
     image_shape: tuple[int, int, int] = (28, 28, 1)
@@ -46,8 +70,9 @@ class PixelCNNConfig:
     """Masked residual blocks (with a blind spot), or gated vertical and horizontal stacks."""
     filters: int = 64
     """Feature channels per layer; a multiple of the image's channels (one group per colour)."""
-    layers: int = 7
-    """Residual blocks (pixelcnn) or gated layers after the first."""
+    layers: int = 8
+    """Masked layers before the output head, the first (type A) included: gated layers, or the
+    plain model's first convolution followed by layers - 1 residual blocks."""
     first_kernel: int = 7
     """Kernel size of the first, type-A masked layer."""
     kernel: int = 3
@@ -62,22 +87,12 @@ class PixelCNNConfig:
         if self.filters < 1 or self.filters % channels:
             raise ValueError(f"filters must be a positive multiple of the {channels} image channels, "
                              f"got {self.filters}")
-        if self.output == "bernoulli" and channels != 1:
-            raise ValueError("Bernoulli outputs are for binarized one-channel images; use output=categorical")
+        self.check_outputs()
         for name in ("first_kernel", "kernel"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd number, got {getattr(self, name)}")
-        if self.layers < 0 or self.num_classes < 0:
-            raise ValueError("layers and num_classes must be 0 or more")
-
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes > 0
-
-    @property
-    def levels(self) -> int:
-        """Values a channel can take: 2 (binarized) or 256."""
-        return 2 if self.output == "bernoulli" else 256
+        if self.layers < 1:
+            raise ValueError(f"layers must be at least 1 (the first, type-A layer), got {self.layers}")
 
 
 def channel_groups(count: int, channels: int, parts: int = 1) -> np.ndarray:
@@ -132,10 +147,14 @@ class MaskedConv2D(keras.layers.Layer):
         (kh, kw), (cy, cx) = self.kernel_size, self.center
         self.padding = [[0, 0], [cy, kh - 1 - cy], [cx, kw - 1 - cx], [0, 0]]
 
+    @property
+    def masked_kernel(self) -> tf.Tensor:
+        """The kernel times its mask: what the convolution applies."""
+        return self.kernel if self.mask is None else self.kernel * self.mask
+
     def call(self, inputs):
-        kernel = self.kernel if self.mask is None else self.kernel * self.mask
         padded = tf.pad(inputs, self.padding)
-        return tf.nn.conv2d(padded, tf.cast(kernel, inputs.dtype), strides=1, padding="VALID") + self.bias
+        return tf.nn.conv2d(padded, tf.cast(self.masked_kernel, inputs.dtype), strides=1, padding="VALID") + self.bias
 
 
 def gate(features: tf.Tensor) -> tf.Tensor:
@@ -152,11 +171,11 @@ def shift_down(features: tf.Tensor) -> tf.Tensor:
 class GatedLayer(keras.layers.Layer):
     """One layer of the Gated PixelCNN: vertical and horizontal stacks, gated, with a residual."""
 
-    def __init__(self, filters: int, kernel: int, channels: int, first: bool, num_classes: int, **kwargs):
+    def __init__(self, filters: int, kernel: int, channels: int, is_first: bool, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         half = kernel // 2
-        mask = "A" if first else "B"
-        self.first = first
+        mask = "A" if is_first else "B"
+        self.is_first = is_first  # the first layer sees the image (type-A mask) and has no residual
         # vertical: rows y-half..y (all columns within reach); shifted down before the horizontal stack uses it
         self.vertical = MaskedConv2D(2 * filters, (half + 1, kernel), None, channels, center=(half, half))
         # horizontal: the row's pixels x-half..x, the current one masked by colour group
@@ -170,7 +189,7 @@ class GatedLayer(keras.layers.Layer):
         h = self.horizontal(horizontal) + self.link(shift_down(v))
         bias_v, bias_h = self.biases(labels)
         h_out = self.output_conv(gate(h + bias_h))
-        return gate(v + bias_v), h_out if self.first else horizontal + h_out
+        return gate(v + bias_v), h_out if self.is_first else horizontal + h_out
 
     def biases(self, labels) -> tuple[tf.Tensor | float, tf.Tensor | float]:
         """The label's additive biases for the vertical and horizontal pre-activations (0 without labels)."""
@@ -180,26 +199,27 @@ class GatedLayer(keras.layers.Layer):
         return bias_v, bias_h
 
 
-class PixelCNN(keras.Model):
-    """A (gated) PixelCNN: `call` gives logits, `log_prob` scores, `sample` draws in raster order."""
+def output_head(units: int, config) -> list[MaskedConv2D]:
+    """The two 1x1 mask-B output layers: `units` features, then the logits of every channel value
+    (1 per channel for Bernoulli, 256 for categorical; grouped so R comes before G before B)."""
+    channels = config.image_shape[2]
+    return [MaskedConv2D(units, 1, "B", channels),
+            MaskedConv2D(channels * (1 if config.output == "bernoulli" else 256), 1, "B", channels)]
 
-    def __init__(self, config: PixelCNNConfig, **kwargs):
-        super().__init__(**kwargs)
-        self.config = config
-        c = config
-        channels = c.image_shape[2]
-        self.out_per_channel = 1 if c.output == "bernoulli" else 256
-        if c.architecture == "gated":
-            self.gated = [GatedLayer(c.filters, c.first_kernel if i == 0 else c.kernel, channels, i == 0,
-                                     c.num_classes) for i in range(c.layers + 1)]
-        else:
-            self.first = MaskedConv2D(2 * c.filters, c.first_kernel, "A", channels)
-            self.blocks = [[MaskedConv2D(c.filters, 1, "B", channels), MaskedConv2D(c.filters, c.kernel, "B", channels),
-                            MaskedConv2D(2 * c.filters, 1, "B", channels)] for _ in range(c.layers)]
-            self.label_bias = keras.layers.Embedding(c.num_classes, 2 * c.filters) if c.num_classes else None
-        self.head = [MaskedConv2D(c.filters, 1, "B", channels),
-                     MaskedConv2D(channels * self.out_per_channel, 1, "B", channels)]
-        self.build_all()
+
+class PixelModel(keras.Model):
+    """What the autoregressive pixel models share (PixelCNN here, PixelRNN in zoo/pixelrnn.py).
+
+    A subclass sets `config` (with `image_shape`, `output`, `levels`, `conditional` and
+    `num_classes`) and `head` (`output_head`), and gives `logits(images, labels)` and its
+    state-reusing sampler `complete_fast`. From them come the likelihood in nats and bits
+    per dimension, the seeded noise, the naive sampler and the serving signatures.
+    """
+
+    @property
+    def out_per_channel(self) -> int:
+        """Logits per channel value: 1 (Bernoulli) or 256 (categorical)."""
+        return 1 if self.config.output == "bernoulli" else 256
 
     def build_all(self) -> None:
         """Create every weight by one forward pass (before restoring a checkpoint)."""
@@ -211,26 +231,13 @@ class PixelCNN(keras.Model):
         images, labels = inputs if isinstance(inputs, (tuple, list)) else (inputs, None)
         return self.logits(images, labels)
 
-    def logits(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
-        x = 2.0 * tf.cast(images, tf.float32) - 1.0  # [0, 1] -> [-1, 1]
-        if self.config.architecture == "gated":
-            vertical = horizontal = x
-            for layer in self.gated:
-                vertical, horizontal = layer(vertical, horizontal, labels)
-            h = horizontal
-        else:
-            h = self.first(x) + self.plain_label_bias(labels)
-            for reduce, conv, expand in self.blocks:
-                h = h + expand(tf.nn.elu(conv(tf.nn.elu(reduce(tf.nn.elu(h))))))
-        logits = self.head[1](tf.nn.elu(self.head[0](tf.nn.elu(h))))
+    def head_logits(self, hidden: tf.Tensor) -> tf.Tensor:
+        """The output layers on the last hidden map: [b, H, W, C] (Bernoulli) or [b, H, W, C, 256]."""
+        logits = self.head[1](tf.nn.elu(self.head[0](tf.nn.elu(hidden))))
         if self.out_per_channel == 1:
             return logits
         height, width, channels = self.config.image_shape
         return tf.reshape(logits, [-1, height, width, channels, 256])
-
-    def plain_label_bias(self, labels: tf.Tensor | None) -> tf.Tensor | float:
-        """The plain model's additive label bias after its first layer, [b, 1, 1, 2F] (0 without labels)."""
-        return 0.0 if self.label_bias is None else self.label_bias(labels)[:, None, None, :]
 
     def distribution(self, logits: tf.Tensor) -> tfd.Distribution:
         """p(x_i | x_<i) for every pixel and channel, over the values 0..levels-1."""
@@ -311,6 +318,97 @@ class PixelCNN(keras.Model):
         complete = self.complete_fast if fast else self.complete
         return complete(blank, tf.zeros_like(seeds, tf.int32), seeds, labels, temperature)
 
+    def _draw_at(self, hidden, canvas, noise, known, y, x, c, temperature, rows_index):
+        """Head at one position, draw channel c there (known rows keep theirs); the new canvas and
+        the pixel scaled to [-1, 1], for the caches."""
+        channels = self.config.image_shape[2]
+        logits = at_point(tf.nn.elu(at_point(tf.nn.elu(hidden), self.head[0])), self.head[1])
+        if self.out_per_channel > 1:
+            logits = tf.reshape(logits, [-1, channels, 256])
+        value = self.draw(logits[:, c], noise[:, y, x, c], temperature)
+        value = tf.where(y >= known, value, canvas[:, y, x, c])
+        one_hot = tf.one_hot(c, channels)
+        pixel = canvas[:, y, x] * (1 - one_hot) + value[:, None] * one_hot
+        return put(canvas, rows_index, y, x, pixel), 2.0 * pixel - 1.0
+
+    # ---------------------------------------------------------------- serving signatures (DESIGN.md)
+    def serving_signatures(self) -> dict:
+        """Signature name -> (function, input specs): sample, log_prob, complete (+ label when conditional).
+
+        Sampling and completion in the SavedModel use the fast sampler.
+        """
+        config = self.config
+        height = config.image_shape[0]
+        images_spec = tf.TensorSpec([None, *config.image_shape], tf.float32, name="images")
+        seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
+        rows_spec = tf.TensorSpec([None], tf.int64, name="known_rows")
+        cond = [tf.TensorSpec([None], tf.int64, name="label")] if config.conditional else []
+
+        def labels_of(label):
+            return checks.checked_range(label, 0, config.num_classes, "label")
+
+        def sample(seed, label=None):
+            return {"images": self.sample(tf.ensure_shape(seed, [None]), labels_of(label))}
+
+        def log_prob(images, label=None):
+            log_prob = self.log_prob(checks.checked_images(images, config.image_shape), labels_of(label))
+            return {"log_prob": log_prob, "bits_per_dim": self.bits_per_dim(log_prob)}
+
+        def complete(images, known_rows, seed, label=None):
+            images = checks.checked_images(images, config.image_shape)
+            known_rows = checks.checked_range(known_rows, 0, height + 1, "known_rows")
+            return {"images": self.complete_fast(images, known_rows, tf.ensure_shape(seed, [None]), labels_of(label))}
+
+        return {
+            "serving_default": (sample, [seed_spec, *cond]),
+            "sample": (sample, [seed_spec, *cond]),
+            "log_prob": (log_prob, [images_spec, *cond]),
+            "complete": (complete, [images_spec, rows_spec, seed_spec, *cond]),
+        }
+
+    def signature_expectations(self) -> dict[str, dict[str, dict]]:
+        """Output shapes (-1 = batch) and value ranges per signature, for the model card."""
+        images = {"shape": [-1, *self.config.image_shape], "min": 0.0, "max": 1.0}
+        return {"serving_default": {"images": images}, "sample": {"images": images}, "complete": {"images": images},
+                "log_prob": {"log_prob": {"shape": [-1], "max": 0.0}, "bits_per_dim": {"shape": [-1], "min": 0.0}}}
+
+
+class PixelCNN(PixelModel):
+    """A (gated) PixelCNN: `call` gives logits, `log_prob` scores, `sample` draws in raster order."""
+
+    def __init__(self, config: PixelCNNConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        c = config
+        channels = c.image_shape[2]
+        if c.architecture == "gated":
+            self.gated = [GatedLayer(c.filters, c.first_kernel if i == 0 else c.kernel, channels, i == 0,
+                                     c.num_classes) for i in range(c.layers)]
+        else:
+            self.input_conv = MaskedConv2D(2 * c.filters, c.first_kernel, "A", channels)
+            self.blocks = [[MaskedConv2D(c.filters, 1, "B", channels), MaskedConv2D(c.filters, c.kernel, "B", channels),
+                            MaskedConv2D(2 * c.filters, 1, "B", channels)] for _ in range(c.layers - 1)]
+            self.label_bias = keras.layers.Embedding(c.num_classes, 2 * c.filters) if c.num_classes else None
+        self.head = output_head(c.filters, c)
+        self.build_all()
+
+    def logits(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
+        x = 2.0 * tf.cast(images, tf.float32) - 1.0  # [0, 1] -> [-1, 1]
+        if self.config.architecture == "gated":
+            vertical = horizontal = x
+            for layer in self.gated:
+                vertical, horizontal = layer(vertical, horizontal, labels)
+            h = horizontal
+        else:
+            h = self.input_conv(x) + self.plain_label_bias(labels)
+            for reduce, conv, expand in self.blocks:
+                h = h + expand(tf.nn.elu(conv(tf.nn.elu(reduce(tf.nn.elu(h))))))
+        return self.head_logits(h)
+
+    def plain_label_bias(self, labels: tf.Tensor | None) -> tf.Tensor | float:
+        """The plain model's additive label bias after its first layer, [b, 1, 1, 2F] (0 without labels)."""
+        return 0.0 if self.label_bias is None else self.label_bias(labels)[:, None, None, :]
+
     # ---------------------------------------------------------------- fast sampling
     def complete_fast(self, images: tf.Tensor, known_rows: tf.Tensor, seeds: tf.Tensor,
                       labels: tf.Tensor | None = None, temperature: float | tf.Tensor = 1.0) -> tf.Tensor:
@@ -337,44 +435,31 @@ class PixelCNN(keras.Model):
         # one full pass over the starting canvas fills the caches: the image, and each block's k x k input
         x = 2.0 * canvas - 1.0
         label_bias = self.plain_label_bias(labels)
-        h = self.first(x) + label_bias
+        h = self.input_conv(x) + label_bias
         block_pad = []
         for reduce, conv, expand in self.blocks:
             b = tf.nn.elu(reduce(tf.nn.elu(h)))
             block_pad.append(tf.pad(b, conv.padding))
             h = h + expand(tf.nn.elu(conv(b)))
-        image_pad = tf.pad(x, self.first.padding)
+        image_pad = tf.pad(x, self.input_conv.padding)
 
         def step(position, canvas, image_pad, block_pad):
             y, rest = position // (width * channels), position % (width * channels)
             x, c = rest // channels, rest % channels
-            h = (_at_position(image_pad, y, x, self.first)[:, None, None] + label_bias)[:, 0, 0]
+            h = (at_position(image_pad, y, x, self.input_conv)[:, None, None] + label_bias)[:, 0, 0]
             block_pad = list(block_pad)
             for i, (reduce, conv, expand) in enumerate(self.blocks):
-                b = tf.nn.elu(_at_point(tf.nn.elu(h), reduce))
-                block_pad[i] = _put(block_pad[i], rows_index, y + conv.center[0], x + conv.center[1], b)
-                h = h + _at_point(tf.nn.elu(_at_position(block_pad[i], y, x, conv)), expand)
+                b = tf.nn.elu(at_point(tf.nn.elu(h), reduce))
+                block_pad[i] = put(block_pad[i], rows_index, y + conv.center[0], x + conv.center[1], b)
+                h = h + at_point(tf.nn.elu(at_position(block_pad[i], y, x, conv)), expand)
             canvas, scaled = self._draw_at(h, canvas, noise, known, y, x, c, temperature, rows_index)
-            image_pad = _put(image_pad, rows_index, y + self.first.center[0], x + self.first.center[1], scaled)
+            image_pad = put(image_pad, rows_index, y + self.input_conv.center[0], x + self.input_conv.center[1], scaled)
             return position + 1, canvas, image_pad, block_pad
 
         start = tf.reduce_min(known) * width * channels
         _, canvas, *_ = tf.while_loop(lambda p, *_: p < height * width * channels, step,
                                       [start, canvas, image_pad, block_pad])
         return canvas
-
-    def _draw_at(self, hidden, canvas, noise, known, y, x, c, temperature, rows_index):
-        """Head at one position, draw channel c there (known rows keep theirs); the new canvas and
-        the pixel scaled to [-1, 1], for the caches."""
-        channels = self.config.image_shape[2]
-        logits = _at_point(tf.nn.elu(_at_point(tf.nn.elu(hidden), self.head[0])), self.head[1])
-        if self.out_per_channel > 1:
-            logits = tf.reshape(logits, [-1, channels, 256])
-        value = self.draw(logits[:, c], noise[:, y, x, c], temperature)
-        value = tf.where(y >= known, value, canvas[:, y, x, c])
-        one_hot = tf.one_hot(c, channels)
-        pixel = canvas[:, y, x] * (1 - one_hot) + value[:, None] * one_hot
-        return _put(canvas, rows_index, y, x, pixel), 2.0 * pixel - 1.0
 
     def _complete_gated(self, images, known_rows, seeds, labels, temperature) -> tf.Tensor:
         """The gated model: the horizontal stack at one position per step, the vertical stack once per row."""
@@ -421,20 +506,20 @@ class PixelCNN(keras.Model):
         def value_step(y, x, c, canvas, v_pad, h_pad, links):
             h_pad = list(h_pad)
             for i, layer in enumerate(layers):
-                pre = _at_position(h_pad[i], y, x, layer.horizontal) + _at_point(links[i][:, x], layer.link)
-                out = _at_point(gate((pre[:, None, None] + biases[i][1])[:, 0, 0]), layer.output_conv)
-                if not layer.first:
+                pre = at_position(h_pad[i], y, x, layer.horizontal) + at_point(links[i][:, x], layer.link)
+                out = at_point(gate((pre[:, None, None] + biases[i][1])[:, 0, 0]), layer.output_conv)
+                if not layer.is_first:
                     cx = layer.horizontal.center[1]
                     out += h_pad[i][:, y, x + cx]
                 if i + 1 < len(layers):
-                    h_pad[i + 1] = _put(h_pad[i + 1], rows_index, y, x + layers[i + 1].horizontal.center[1], out)
+                    h_pad[i + 1] = put(h_pad[i + 1], rows_index, y, x + layers[i + 1].horizontal.center[1], out)
                 else:
                     final = out
             canvas, scaled = self._draw_at(final, canvas, noise, known, y, x, c, temperature, rows_index)
-            h_pad[0] = _put(h_pad[0], rows_index, y, x + layers[0].horizontal.center[1], scaled)
+            h_pad[0] = put(h_pad[0], rows_index, y, x + layers[0].horizontal.center[1], scaled)
             cy, cx = layers[0].vertical.center
             v_pad = list(v_pad)
-            v_pad[0] = _put(v_pad[0], rows_index, y + cy, x + cx, scaled)
+            v_pad[0] = put(v_pad[0], rows_index, y + cy, x + cx, scaled)
             return canvas, v_pad, h_pad
 
         def row(y, canvas, v_pad, h_pad, links):
@@ -450,61 +535,20 @@ class PixelCNN(keras.Model):
         _, canvas, *_ = tf.while_loop(lambda y, *_: y < height, row, [start_row, canvas, v_pad, h_pad, links])
         return canvas
 
-    # ---------------------------------------------------------------- serving signatures (DESIGN.md)
-    def serving_signatures(self) -> dict:
-        """Signature name -> (function, input specs): sample, log_prob, complete (+ label when conditional).
-
-        Sampling and completion in the SavedModel use the fast sampler.
-        """
-        config = self.config
-        height = config.image_shape[0]
-        images_spec = tf.TensorSpec([None, *config.image_shape], tf.float32, name="images")
-        seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
-        rows_spec = tf.TensorSpec([None], tf.int64, name="known_rows")
-        cond = [tf.TensorSpec([None], tf.int64, name="label")] if config.conditional else []
-
-        def labels_of(label):
-            return checks.checked_range(label, 0, config.num_classes, "label")
-
-        def sample(seed, label=None):
-            return {"images": self.sample(tf.ensure_shape(seed, [None]), labels_of(label))}
-
-        def log_prob(images, label=None):
-            log_prob = self.log_prob(checks.checked_images(images, config.image_shape), labels_of(label))
-            return {"log_prob": log_prob, "bits_per_dim": self.bits_per_dim(log_prob)}
-
-        def complete(images, known_rows, seed, label=None):
-            images = checks.checked_images(images, config.image_shape)
-            known_rows = checks.checked_range(known_rows, 0, height + 1, "known_rows")
-            return {"images": self.complete_fast(images, known_rows, tf.ensure_shape(seed, [None]), labels_of(label))}
-
-        return {
-            "serving_default": (sample, [seed_spec, *cond]),
-            "sample": (sample, [seed_spec, *cond]),
-            "log_prob": (log_prob, [images_spec, *cond]),
-            "complete": (complete, [images_spec, rows_spec, seed_spec, *cond]),
-        }
-
-    def signature_expectations(self) -> dict[str, dict[str, dict]]:
-        """Output shapes (-1 = batch) and value ranges per signature, for the model card."""
-        images = {"shape": [-1, *self.config.image_shape], "min": 0.0, "max": 1.0}
-        return {"serving_default": {"images": images}, "sample": {"images": images}, "complete": {"images": images},
-                "log_prob": {"log_prob": {"shape": [-1], "max": 0.0}, "bits_per_dim": {"shape": [-1], "min": 0.0}}}
 
 
-def _at_position(padded: tf.Tensor, y, x, conv: MaskedConv2D) -> tf.Tensor:
+def at_position(padded: tf.Tensor, y, x, conv: MaskedConv2D) -> tf.Tensor:
     """`conv`'s output at (y, x), [b, out], from its padded input: one kernel-sized window, one product."""
     kh, kw = conv.kernel_size
-    kernel = conv.kernel if conv.mask is None else conv.kernel * conv.mask
-    return tf.einsum("bhwi,hwio->bo", padded[:, y:y + kh, x:x + kw, :], kernel) + conv.bias
+    return tf.einsum("bhwi,hwio->bo", padded[:, y:y + kh, x:x + kw, :], conv.masked_kernel) + conv.bias
 
 
-def _at_point(values: tf.Tensor, conv) -> tf.Tensor:
+def at_point(values: tf.Tensor, conv) -> tf.Tensor:
     """A 1x1 convolution (masked or Keras) applied to one position's features [b, in] -> [b, out]."""
     return conv(values[:, None, None])[:, 0, 0]
 
 
-def _put(cache: tf.Tensor, rows_index: tf.Tensor, y, x, values: tf.Tensor) -> tf.Tensor:
+def put(cache: tf.Tensor, rows_index: tf.Tensor, y, x, values: tf.Tensor) -> tf.Tensor:
     """`cache` with position (y, x) of every row set to `values`."""
     batch = tf.shape(rows_index)[0]
     index = tf.stack([rows_index, tf.fill([batch], y), tf.fill([batch], x)], axis=1)

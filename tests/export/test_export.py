@@ -10,39 +10,22 @@ import tensorflow as tf
 from export import savedmodel
 from export.savedmodel import ExportError, export_run, load_run, version_numbers
 from export.verify import verify
-from tests.helpers import ROOT, run_module, train_run
+from tests.helpers import run_module
 
-REFERENCE_CHECKER = ROOT.parent / "shared" / "tools" / "serving_load_check.py"
+def export_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`python -m export ...` in-process: (exit status, stdout, stderr)."""
+    from export.__main__ import main
 
-
-def reference_check(version_dir, tmp_path):
-    """Run ../shared/tools/serving_load_check.py; True when it says the server would serve it.
-
-    The checker iterates the warm-up TFRecord inside a graph context, which raises for any
-    export that has warm-up records, so it gets a copy without them (it then uses spec inputs).
-    """
-    if not REFERENCE_CHECKER.exists():
-        pytest.skip("the reference checker is not beside this checkout")
-    copy = tmp_path / "reference-copy"
-    shutil.copytree(version_dir, copy, ignore=shutil.ignore_patterns(savedmodel.WARMUP))
-    result = run_module(str(REFERENCE_CHECKER), str(copy))
-    return result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def exports(smoke_run, tmp_path_factory):
-    """mlp (the smoke run), conv and conditional models, each exported once to one MODELS dir."""
-    models = tmp_path_factory.mktemp("models")
-    runs = {"mlp": smoke_run[0]}
-    for name, overrides in {"conv": dict(architecture="conv", epochs=1),
-                            "conditional": dict(conditional=True, epochs=1)}.items():
-        runs[name] = tmp_path_factory.mktemp(name) / "run"
-        train_run(runs[name], **overrides)
-    return models, runs, {name: export_run(run, models, name) for name, run in runs.items()}
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 @pytest.mark.parametrize("name", ["mlp", "conv", "conditional"])
-def test_round_trip_matches_the_model_in_memory(exports, name, tmp_path):
+def test_round_trip_matches_the_model_in_memory(exports, reference_verdicts, name):
     models, runs, versions = exports
     version_dir = versions[name]
     assert version_dir == models / name / "1"
@@ -54,7 +37,7 @@ def test_round_trip_matches_the_model_in_memory(exports, name, tmp_path):
     assert checked_dir == version_dir
     assert {r.name for r in results} == {"serving_default", "sample", "decode", "encode", "reconstruct", "elbo"}
     assert all(r.ok for r in results), [r for r in results if not r.ok]
-    reference_ok, output = reference_check(version_dir, tmp_path)
+    reference_ok, output = reference_verdicts[version_dir]
     assert reference_ok, output
 
     card = json.loads((version_dir / "assets.extra" / "model_card.json").read_text())
@@ -132,14 +115,15 @@ def test_bad_signature_input_is_named(smoke_export, images, message):
     assert message in str(error.value)
 
 
-def test_export_of_a_run_without_checkpoint_fails_cleanly(smoke_run, tmp_path):
+def test_export_of_a_run_without_checkpoint_fails_cleanly(smoke_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    result = run_module("-m", "export", str(run_dir), "--model_base_path", str(tmp_path / "models"), "--name", "vae")
-    assert result.returncode == 1
-    assert result.stderr.strip().endswith("has no checkpoint to export; train it first "
-                                          "(the run directory must hold checkpoints/)")
-    assert "Traceback" not in result.stderr
+    status, _, err = export_cli([str(run_dir), "--model_base_path", str(tmp_path / "models"), "--name", "vae"],
+                                capsys)
+    assert status == 1
+    err = err.strip()
+    assert err.endswith("has no checkpoint to export; train it first (the run directory must hold checkpoints/)")
+    assert "\n" not in err
     assert not list((tmp_path / "models").rglob("saved_model.pb"))
 
 
@@ -159,31 +143,21 @@ def test_a_failed_export_leaves_no_version_behind(smoke_run, tmp_path, monkeypat
     assert list((tmp_path / "vae").iterdir()) == []  # no staging directory either
 
 
-def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(tmp_path):
-    import keras
-
-    # A Keras 3 model inside a bare tf.Module, saved with tf.saved_model.save: eager loading
-    # works, the session-based loader fails with "Could not find variable" (DESIGN.md).
-    network = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    module = tf.Module()
-    module.network = network
-    module.serve = tf.function(lambda x: {"y": network(x)}, input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-    version_dir = tmp_path / "broken" / "1"
-    tf.saved_model.save(module, str(version_dir), signatures={"serving_default": module.serve})
-    assert tf.saved_model.load(str(version_dir)).signatures["serving_default"](x=tf.zeros([1, 4]))
-
-    reference_ok, _ = reference_check(version_dir, tmp_path)
+def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(broken_export, reference_verdicts,
+                                                                             capsys):
+    assert tf.saved_model.load(str(broken_export)).signatures["serving_default"](x=tf.zeros([1, 4]))  # eager loads
+    reference_ok, _ = reference_verdicts[broken_export]
     try:
-        _, results = verify(version_dir)
+        _, results = verify(broken_export)
         ours_ok = all(r.ok for r in results)
     except ExportError:
         ours_ok = False
     assert ours_ok is reference_ok is False
-    result = run_module("-m", "export", "verify", str(tmp_path / "broken"))
-    assert result.returncode == 1 and "FAILED" in result.stderr + result.stdout
+    status, out, err = export_cli(["verify", str(broken_export.parent)], capsys)
+    assert status == 1 and "FAILED" in err + out
 
 
-def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path):
+def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path, capsys):
     version_dir = tmp_path / "vae" / "1"
     shutil.copytree(smoke_export, version_dir)
     card_path = version_dir / "assets.extra" / "model_card.json"
@@ -193,8 +167,8 @@ def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path):
     _, results = verify(version_dir)
     failed = {r.name: r.detail for r in results if not r.ok}
     assert list(failed) == ["decode"] and "expected <= 0.01" in failed["decode"]
-    result = run_module("-m", "export", "verify", str(version_dir))
-    assert result.returncode == 1 and "decode: FAILED" in result.stdout
+    status, out, _ = export_cli(["verify", str(version_dir)], capsys)
+    assert status == 1 and "decode: FAILED" in out
 
 
 @pytest.mark.parametrize("fixture", ["smoke_run", "pixelcnn_run", "dqn_run"])
@@ -209,10 +183,61 @@ def test_load_run_restores_every_variable(fixture, request):
 
 
 def test_a_checkpoint_without_the_models_variables_is_refused(smoke_run, tmp_path):
-    """A checkpoint of the model object alone (as written before model_variables) restores
-    nothing of layers kept in lists: export says so instead of exporting fresh weights."""
+    """A checkpoint that lacks the model's variables (another model's, or one written before
+    they were listed beside the model) is refused instead of exporting fresh weights."""
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    tf.train.Checkpoint(step=tf.Variable(1)).save(str(run_dir / "checkpoints" / "ckpt"))
+    tf.train.Checkpoint(step=tf.Variable(1)).write(str(run_dir / "checkpoints" / "1" / "variables"))
     with pytest.raises(ExportError, match="does not hold this model's variables"):
         load_run(run_dir)
+
+
+@pytest.mark.parametrize("fixture, kind", [("smoke_export", "image_model"), ("pixelcnn_export", "image_model"),
+                                           ("dqn_export", "policy"), ("pg_export", "policy")])
+def test_each_family_exports_as_its_run_declares(fixture, kind, request):
+    """Image models go through keras.export.ExportArchive; policies get tf-agents' layout too."""
+    from export.policy import POLICY_SPECS
+
+    version_dir = request.getfixturevalue(fixture)
+    version_dir = version_dir[1] if isinstance(version_dir, tuple) else version_dir
+    card = json.loads((version_dir / "assets.extra" / "model_card.json").read_text())
+    assert card["kind"] == kind
+    assert (version_dir / POLICY_SPECS).exists() == (kind == "policy")
+    assert ("action" in signature_names(version_dir)) == (kind == "policy")  # tf-agents' signature
+
+
+def signature_names(version_dir) -> set[str]:
+    """The signatures in saved_model.pb, read without loading the model."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+    return {name for name in saved.meta_graphs[0].signature_def if not name.startswith("__")}
+
+
+def test_export_follows_the_declared_kind_not_the_model(dqn_run, tmp_path):
+    """A DQN run declared as an image model is written as one: the declaration decides."""
+    from export.policy import POLICY_SPECS
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(dqn_run[0], run_dir)
+    declared = json.loads((run_dir / "model.json").read_text())
+    (run_dir / "model.json").write_text(json.dumps({**declared, "kind": "image_model"}))
+    version_dir = export_run(run_dir, tmp_path / "models", "q")
+    assert not (version_dir / POLICY_SPECS).exists()
+    assert signature_names(version_dir) == {"serving_default", "q_values"}
+
+
+def test_a_run_without_a_model_is_not_exported(nas_run, tmp_path):
+    with pytest.raises(ExportError, match=r"holds a run of kind architecture_search \(nas\), which has no model "
+                                          r"to serve; export a run of kind image_model or policy$"):
+        export_run(nas_run[0], tmp_path / "models", "nas")
+
+
+def test_a_damaged_checkpoint_is_named_and_the_one_before_it_exported(dqn_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(dqn_run[0], run_dir)
+    data = run_dir / "checkpoints" / "4000" / "variables.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])
+    _, info = load_run(run_dir)
+    assert info["checkpoint"] == run_dir / "checkpoints" / "2000" / "variables"
+    assert f"{data} is damaged (" in capsys.readouterr().err

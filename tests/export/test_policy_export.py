@@ -12,7 +12,6 @@ import tensorflow as tf
 from export.policy import POLICY_SPECS
 from export.savedmodel import load_run
 from export.verify import verify
-from tests.export.test_export import reference_check
 from tests.helpers import ROOT
 
 TF_AGENTS_PYTHON = ROOT / ".venv-tf-agents" / "bin" / "python"
@@ -36,22 +35,23 @@ def greedy_returns(model, seeds):
     return returns, first_actions
 
 
-def assert_loads_with(export, signatures: set[str], tmp_path):
+def assert_loads_with(export, signatures: set[str], reference_verdicts):
     """verify() finds exactly `signatures`, all answering as declared, and the server's loader
     takes the export; returns the version directory verify() checked."""
     version_dir, results = verify(export)
     assert {r.name for r in results} == signatures
     assert all(r.ok for r in results), [r for r in results if not r.ok]
-    reference_ok, output = reference_check(version_dir, tmp_path)
+    reference_ok, output = reference_verdicts[version_dir]
     assert reference_ok, output
     return version_dir
 
 
-TF_AGENTS_SIGNATURES = {"action", "get_initial_state", "get_train_step"}
+TF_AGENTS_SIGNATURES = {"action", "get_initial_state", "get_metadata", "get_train_step"}
 
 
-def test_dqn_export_loads_as_the_server_loads_it(dqn_export, dqn_run, tmp_path):
-    version_dir = assert_loads_with(dqn_export, {"serving_default", "q_values", *TF_AGENTS_SIGNATURES}, tmp_path)
+def test_dqn_export_loads_as_the_server_loads_it(dqn_export, dqn_run, reference_verdicts):
+    version_dir = assert_loads_with(dqn_export, {"serving_default", "q_values", *TF_AGENTS_SIGNATURES},
+                                    reference_verdicts)
     card = json.loads((version_dir / "assets.extra" / "model_card.json").read_text())
     assert card["family"] == "dqn" and card["train_steps"] == 4000
     assert card["metrics"]["final_eval_return"] == dqn_run[1]["final_eval_return"]
@@ -80,15 +80,25 @@ def test_dqn_signatures_match_the_trained_network(dqn_export, dqn_run):
     assert train_step == 4000
 
 
-@pytest.mark.skipif(not TF_AGENTS_PYTHON.exists(), reason="no .venv-tf-agents: `make test` creates it")
-def test_tf_agents_program_plays_our_policy(dqn_export, dqn_run):
-    """tf-agents 0.19 (its own environment, TF_USE_LEGACY_KERAS=1) loads the export with
-    SavedModelPyTFEagerPolicy and plays CartPole; it acts exactly as the trained network does."""
+@pytest.fixture(scope="module")
+def tf_agents_plays(dqn_export, pg_export):
+    """tf-agents 0.19 (its own environment, TF_USE_LEGACY_KERAS=1) loads the DQN export and the
+    policy-gradient export with SavedModelPyTFEagerPolicy and plays a CartPole episode with
+    each, as a tf-agents program would, in one process: {version_dir: what it played}."""
+    if not TF_AGENTS_PYTHON.exists():
+        pytest.skip("no .venv-tf-agents: `make test` creates it")
+    episodes = {dqn_export: 5, pg_export[1]: 7}  # version directory -> seed of the episode's start
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([str(TF_AGENTS_PYTHON), str(ROOT / "tests" / "export" / "tf_agents_play.py"),
-                             str(dqn_export), "5"], env=env, capture_output=True, text=True, timeout=300)
+                             *[str(part) for episode in episodes.items() for part in episode]],
+                            env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    played = json.loads(result.stdout.strip().splitlines()[-1])
+    return dict(zip(episodes, json.loads(result.stdout.strip().splitlines()[-1])))
+
+
+def test_tf_agents_program_plays_our_policy(tf_agents_plays, dqn_export, dqn_run):
+    """It acts exactly as the trained network does."""
+    played = tf_agents_plays[dqn_export]
     assert played["train_step"] == 4000
     assert "int64" in played["action_spec"] and "maximum=1" in played["action_spec"]
     model, _ = load_run(dqn_run[0])
@@ -108,10 +118,10 @@ def _session_run(version_dir, signature_name, inputs):
     return dict(zip(aliases, values))
 
 
-def test_policy_gradient_export_samples_per_seed_and_acts_greedily(pg_export, tmp_path):
+def test_policy_gradient_export_samples_per_seed_and_acts_greedily(pg_export, reference_verdicts):
     run_dir, version_dir = pg_export
     assert_loads_with(version_dir, {"serving_default", "greedy", "probabilities", "value", *TF_AGENTS_SIGNATURES},
-                      tmp_path)
+                      reference_verdicts)
 
     model, _ = load_run(run_dir)
     observation = np.random.default_rng(0).normal(scale=0.1, size=(6, 4)).astype(np.float32)
@@ -133,23 +143,18 @@ def test_policy_gradient_export_samples_per_seed_and_acts_greedily(pg_export, tm
     assert abs(many.mean() - probabilities[0, 1]) < 0.03
 
 
-@pytest.mark.skipif(not TF_AGENTS_PYTHON.exists(), reason="no .venv-tf-agents: `make test` creates it")
-def test_tf_agents_program_plays_a_policy_gradient_export(pg_export):
+def test_tf_agents_program_plays_a_policy_gradient_export(tf_agents_plays, pg_export):
     run_dir, version_dir = pg_export
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([str(TF_AGENTS_PYTHON), str(ROOT / "tests" / "export" / "tf_agents_play.py"),
-                             str(version_dir), "7"], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    played = json.loads(result.stdout.strip().splitlines()[-1])
+    played = tf_agents_plays[version_dir]
     model, _ = load_run(run_dir)
     returns, actions = greedy_returns(model, [7])
     assert played["actions"] == actions and played["return"] == returns[0]
 
 
-def test_a_gaussian_policy_exports_its_distribution_and_clipped_actions(pendulum_export, tmp_path):
+def test_a_gaussian_policy_exports_its_distribution_and_clipped_actions(pendulum_export, reference_verdicts):
     run_dir, version_dir = pendulum_export
     assert_loads_with(version_dir, {"serving_default", "greedy", "distribution", "value", *TF_AGENTS_SIGNATURES},
-                      tmp_path)
+                      reference_verdicts)
 
     model, _ = load_run(run_dir)
     observation = np.random.default_rng(1).uniform(-1, 1, size=(5, 3)).astype(np.float32)

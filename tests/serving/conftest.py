@@ -65,7 +65,7 @@ def write_config(path: Path, models: dict[str, Path], extra: str = "") -> Path:
 class Server:
     """A running `python -m serving serve`; `.stub`, `.models`, `.rest()` talk to it."""
 
-    def __init__(self, *flags: str, wait_for: tuple[str, ...] = (), rest: bool = True):
+    def __init__(self, *flags: str, wait_for: tuple[str, ...] = (), rest: bool = True, timeout: float = 600):
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
         args = [sys.executable, "-m", "serving", "serve", f"--port={self.port}",
@@ -77,7 +77,11 @@ class Server:
                                              options=[("grpc.max_receive_message_length", 2**31 - 1)])
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-        self.wait(wait_for)
+        try:
+            self.wait(wait_for, timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def target(self) -> str:
@@ -88,7 +92,7 @@ class Server:
         self.log.seek(0)
         return self.log.read()
 
-    def wait(self, names, timeout: float = 90) -> None:
+    def wait(self, names, timeout: float = 600) -> None:
         end = time.monotonic() + timeout
         for name in names:
             while True:
@@ -106,11 +110,13 @@ class Server:
                     raise RuntimeError(f"{name} not available after {timeout} s:\n{self.output()}")
                 time.sleep(0.2)
 
-    def rest(self, path: str, body=None, method: str | None = None) -> tuple[int, dict | str, dict]:
+    def rest(self, path: str, body=None, method: str | None = None,
+             headers: dict | None = None) -> tuple[int, dict | str, dict]:
         """(HTTP status, parsed JSON or text, headers) of one REST call."""
         data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data,
-                                         method=method or ("POST" if data is not None else "GET"))
+                                         method=method or ("POST" if data is not None else "GET"),
+                                         headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=60) as reply:
                 status, text, headers = reply.status, reply.read().decode(), dict(reply.headers)
@@ -154,3 +160,115 @@ def policy_models(tmp_path_factory) -> Path:
     (models / "cartpole").mkdir()
     export_policy(models / "cartpole", 1)
     return models
+
+
+def export_spin(base: Path, version: int = 1) -> Path:
+    """A model whose work the request sets: serving_default(steps[b]) -> value[b].
+
+    It loops max(steps) times over a 64x64 matmul (about 20-50 us a step here), so a request
+    runs as long as a test needs, in one session step that only cancellation or a timeout
+    stops. No variables: tf.saved_model.save of a plain tf.Module loads in the session loader.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="steps")])
+    def spin(steps):
+        def body(i, x):
+            return i + 1, tf.tanh(tf.matmul(x, x) + 0.1)
+        _, x = tf.while_loop(lambda i, x: i < tf.reduce_max(steps), body,
+                             (tf.constant(0, tf.int64), tf.eye(64) * 0.5))
+        return {"value": tf.fill(tf.shape(steps), tf.reduce_sum(x))}
+
+    module = tf.Module()
+    module.spin = spin
+    tf.saved_model.save(module, str(base / str(version)), signatures={"serving_default": spin.get_concrete_function()})
+    return base / str(version)
+
+
+@pytest.fixture(scope="session")
+def spin_models(tmp_path_factory) -> Path:
+    """MODELS/spin/1 (see export_spin)."""
+    models = tmp_path_factory.mktemp("spin-models")
+    (models / "spin").mkdir()
+    export_spin(models / "spin")
+    return models
+
+
+def export_half_plus_two(version_dir: Path) -> Path:
+    """TF Serving's testdata saved_model_half_plus_two, regenerated: y = a x + b (a = 0.5, b = 2 in
+    variables); `serving_default` (x[b] -> y[b]), `classify_x_to_y` and `regress_x_to_y`
+    (serialized tf.Examples with feature x -> scores[b,1] / outputs[b])."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.a, module.b = tf.Variable(0.5), tf.Variable(2.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def predict(x):
+        return {"y": module.a * x + module.b}
+
+    def from_examples(serialized):
+        x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+        return module.a * x + module.b  # [b, 1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(inputs):
+        return {"scores": from_examples(inputs)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(inputs):
+        return {"outputs": tf.reshape(from_examples(inputs), [-1])}
+
+    tf.saved_model.save(module, str(version_dir), signatures={
+        "serving_default": predict.get_concrete_function(), "classify_x_to_y": classify.get_concrete_function(),
+        "regress_x_to_y": regress.get_concrete_function()})
+    return version_dir
+
+
+@pytest.fixture(scope="session")
+def half_plus_two(tmp_path_factory) -> Path:
+    """BASE/00000123 (zero-padded, as upstream's testdata keeps it)."""
+    base = tmp_path_factory.mktemp("half_plus_two")
+    export_half_plus_two(base / "00000123")
+    return base
+
+
+@pytest.fixture(scope="session")
+def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixelcnn_export, dqn_export, pg_export,
+                  pendulum_export, ppo_export, tmp_path_factory):
+    """One server for every test that only reads, or cancels only its own requests: the smoke VAE,
+    the CartPole test policy (label `stable` -> 1), `spin`, half_plus_two, and the PixelCNN, DQN,
+    policy-gradient, A2C and PPO smoke exports (trained once for the whole suite), with REST,
+    Prometheus, CORS, one session run per model at a time, a 16 MB request bound, model
+    roots, and the real server's test-harness flags. A server start costs 10-30 s here."""
+    folder = tmp_path_factory.mktemp("shared")
+    config = folder / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f'  config {{ name: "vae" base_path: "{smoke_export.parent}" model_platform: "tensorflow" }}\n'
+        f'  config {{ name: "cartpole" base_path: "{policy_models / "cartpole"}" model_platform: "tensorflow" '
+        'version_labels { key: "stable" value: 1 } }\n'
+        f'  config {{ name: "spin" base_path: "{spin_models / "spin"}" model_platform: "tensorflow" }}\n'
+        f'  config {{ name: "spin_b" base_path: "{spin_models / "spin"}" model_platform: "tensorflow" }}\n'
+        f'  config {{ name: "half_plus_two" base_path: "{half_plus_two}" model_platform: "tensorflow" }}\n'
+        + "".join(f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}\n'
+                  for name, path in [("pixelcnn", pixelcnn_export.parent), ("cartpole_dqn", dqn_export.parent),
+                                     ("cartpole_pg", pg_export[1].parent),
+                                     ("pendulum_a2c", pendulum_export[1].parent),
+                                     ("cartpole_ppo", ppo_export[1].parent)])
+        + "}\n")
+    monitoring = folder / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
+    root = tmp_path_factory.getbasetemp()
+    started = Server(f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
+                     "--rest_api_enable_cors_support", "--allow_version_labels_for_unavailable_models",
+                     "--max_inflight_per_model=1", "--max_request_bytes=16000000", f"--allowed_model_roots={root}",
+                     "--grpc_channel_arguments=grpc.max_connection_age_ms=600000,grpc.so_reuseaddr=1",
+                     "--enable_grpc_healthcheck_service", "--num_load_threads=2", "--num_unload_threads=1",
+                     "--rest_api_num_threads=2", timeout=600,  # ten models; the PixelCNN's warm-up samples
+                     wait_for=("vae", "cartpole", "spin", "spin_b", "half_plus_two", "pixelcnn", "cartpole_dqn", "cartpole_pg",
+                               "pendulum_a2c", "cartpole_ppo"))
+    started.allowed_root = root
+    yield started
+    assert started.process.poll() is None, started.output()
+    started.stop()

@@ -105,10 +105,16 @@ def test_reload_config_policies_and_labels(start_server, tmp_path, smoke_export)
     client = Client(server.target)
     assert states(client) == {2: ("AVAILABLE", "OK")}  # default policy: the latest version only
 
-    client.reload(f'config {{ name: "cartpole" base_path: "{base}" model_platform: "tensorflow" '
-                  f'model_version_policy {{ all {{}} }} version_labels {{ key: "stable" value: 1 }} }} '
-                  f'config {{ name: "vae" base_path: "{smoke_export.parent}" model_platform: "tensorflow" }}')
+    all_versions = (f'config {{ name: "cartpole" base_path: "{base}" model_platform: "tensorflow" '
+                    f'model_version_policy {{ all {{}} }} %s }} '
+                    f'config {{ name: "vae" base_path: "{smoke_export.parent}" model_platform: "tensorflow" }}')
+    with pytest.raises(ServingError) as caught:  # as in TF Serving: labels are checked before anything loads
+        client.reload(all_versions % 'version_labels { key: "stable" value: 1 }')
+    assert caught.value.message == ("Request to assign label to version 1 of model cartpole, which is not "
+                                    "currently available for inference")
+    client.reload(all_versions % "")
     assert states(client) == {2: ("AVAILABLE", "OK"), 1: ("AVAILABLE", "OK")}
+    client.reload(all_versions % 'version_labels { key: "stable" value: 1 }')  # once version 1 is up
     assert client.predict("cartpole", {"observation": OBS}, label="stable", output_filter=["action"])
     assert client.predict("cartpole", {"observation": OBS}, version=1)["q_values"][0, 1] == pytest.approx(0.3)
     assert client.sample_images("vae", [0, 1]).shape == (2, 28, 28, 1)
@@ -144,3 +150,33 @@ def _status_or_empty(client, name):
         return client.status(name)
     except ServingError:
         return []
+
+
+def test_failed_loads_hold_up_nothing_and_sigterm_ends_promptly(start_server, tmp_path):
+    """A corrupt version, then a good one: the good one is served at the next poll, not after
+    the corrupt one's retries (5 of them, 60 s apart: the real server's defaults). A reload
+    pointing at /proc answers, and SIGTERM then ends the server."""
+    base = tmp_path / "cartpole"
+    base.mkdir()
+    export_policy(base, 1)
+    server = start_server(f"--model_base_path={base}", "--model_name=cartpole", "--file_system_poll_wait_seconds=1",
+                          wait_for=("cartpole",), rest=False)
+    client = Client(server.target)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    broken.rename(base / "2")
+    wait_until(lambda: states(client).get(2, ("", "OK"))[1] != "OK", what="version 2 to fail once")
+    export_policy(base, 3, shift=3.0)
+    # 30 s: half the retry interval the old manager slept (holding its lock) before anything else
+    wait_until(lambda: predict(server.stub)[0] == 3, timeout=30, what="version 3 served")
+    wait_until(lambda: states(client)[2][0] == "END", what="version 2 no longer retried")
+
+    started = time.monotonic()
+    with pytest.raises(ServingError) as caught:
+        client.reload('config { name: "proc" base_path: "/proc" model_platform: "tensorflow" }')
+    assert caught.value.message.startswith("1 model(s) did not become available: {proc}")
+    assert time.monotonic() - started < 30  # one failed attempt; retries wait for the poller
+    client.close()
+    server.process.terminate()
+    assert server.process.wait(30) == 0

@@ -54,3 +54,13 @@ def test_json_values_are_typed_by_the_signature():
         assert message in caught.value.message
     assert array_to_json(np.array([[1, 2]], np.float32)) == "[[1.0,2.0]]"
     assert array_to_json(np.array([b"\x00\xff"], dtype=object), "raw_bytes") == '[{"b64": "AP8="}]'
+
+
+def test_an_empty_tensor_with_huge_dimensions_is_a_parsing_error():
+    """Found by benchmarks/serving_faults.py (it was UNKNOWN: numpy's "array is too big")."""
+    proto = tf.make_tensor_proto(np.zeros(0, np.float16))
+    proto.tensor_shape.Clear()
+    for size in (16, 2**40, 0, 2**31):
+        proto.tensor_shape.dim.add().size = size
+    with pytest.raises(ServingError, match="tensor parsing error: x"):
+        to_ndarray(proto, "x")

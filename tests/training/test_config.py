@@ -3,7 +3,8 @@ import argparse
 
 import pytest
 
-from training.config import flat_dict, parse_config
+from rundir import config_values
+from training.config import parse_config
 from training.vae import DERIVED, PRESETS
 
 
@@ -22,8 +23,8 @@ def test_default_preset_is_demo():
     assert parse() == PRESETS["demo"]()
 
 
-def test_flat_dict_names_every_option_once():
-    flat = flat_dict(PRESETS["smoke"]())
+def test_config_values_name_every_option_once():
+    flat = config_values(PRESETS["smoke"]())
     assert flat["beta"] == 1.0 and flat["epochs"] == 2 and "model" not in flat
 
 

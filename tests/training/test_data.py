@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import load_images
-from training.runtime import UserError
+from training.data import load_images, load_mnist
+from rundir import UserError
 
 
 def test_shipped_mnist_split_is_fixed_and_stratified():
@@ -15,7 +15,8 @@ def test_shipped_mnist_split_is_fixed_and_stratified():
     assert data.train_images.dtype == np.float32 and 0 <= data.train_images.min() <= data.train_images.max() <= 1
     assert np.bincount(data.test_labels).tolist() == [100] * 10
     assert len(set(data.test_labels[:20].tolist())) > 3  # shuffled, not sorted by digit
-    np.testing.assert_array_equal(load_images("mnist").test_labels, data.test_labels)
+    np.testing.assert_array_equal(load_mnist().test_labels, data.test_labels)  # loaded again, not the cached copy
+    assert not data.train_images.flags.writeable  # the shared copy cannot be changed by one of its users
 
 
 def test_digits():

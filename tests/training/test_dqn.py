@@ -8,13 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers import run_module
 from training import dqn
 from training.dqn import ReplayMemory, TrainConfig, epsilon_at, make_update
 from zoo.dqn import QNetwork
 
 
-def test_replay_memory_wraps_around_and_samples_what_was_stored(tmp_path):
+def test_replay_memory_wraps_around_and_samples_what_was_stored():
     memory = ReplayMemory(5, (2,), "float32")
     for start in (0, 3, 6):  # 9 transitions into 5 slots: 4..8 remain
         rows = np.arange(start, start + 3)
@@ -25,9 +24,8 @@ def test_replay_memory_wraps_around_and_samples_what_was_stored(tmp_path):
     batch = memory.sample(np.random.default_rng(0), (3, 4))
     assert batch["observation"].shape == (3, 4, 2) and batch["action"].shape == (3, 4)
     np.testing.assert_array_equal(batch["next_observation"][..., 0], batch["reward"] + 1)  # rows stay whole
-    memory.save(tmp_path / "replay.npz")
     restored = ReplayMemory(5, (2,), "float32")
-    restored.load(tmp_path / "replay.npz")
+    restored.load(memory.state())
     assert (restored.size, restored.position) == (5, 4)
     np.testing.assert_array_equal(restored.arrays["observation"], memory.arrays["observation"])
 
@@ -62,7 +60,8 @@ def test_update_fits_the_td_target_and_copies_the_target_every_period():
     batch = _batch(2)
     _, _, weights = update(**batch)  # 2 gradient steps: no copy yet (the copy comes at step 3)
     assert not np.allclose(target.get_weights()[0], online.get_weights()[0])
-    np.testing.assert_allclose(weights[0].numpy(), online.trainable_variables[0].numpy())
+    first = online.trainable_variables[0]
+    np.testing.assert_allclose(weights[first.path].numpy(), first.numpy())
     update(**{k: v[:1] for k, v in batch.items()})  # step 3: target <- online
     for t, o in zip(target.get_weights(), online.get_weights()):
         np.testing.assert_array_equal(t, o)
@@ -96,18 +95,28 @@ def test_smoke_run_learns_cartpole(dqn_run):
     assert any((run_dir / "tensorboard").iterdir())
 
 
-def test_a_run_resumes_from_its_last_checkpoint(dqn_run, tmp_path, capsys):
+WALL_CLOCK = {"train_seconds", "steps_per_second", "first_solved_seconds"}
+
+
+def without_wall_clock(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in WALL_CLOCK}
+
+
+def test_a_resumed_run_ends_as_the_uninterrupted_one(dqn_run, tmp_path, capsys):
+    """Stopped just after its checkpoint at step 2000 (the environments mid-episode, the replay
+    memory, the random state, the optimizer), the run resumes to the uninterrupted run's
+    metrics and history, all but the wall-clock fields."""
     run_dir = tmp_path / "run"
     shutil.copytree(dqn_run[0], run_dir)
-    checkpoints = run_dir / "checkpoints"
-    for path in checkpoints.glob("*-4000*"):  # as if stopped after the checkpoint at step 2000
-        path.unlink()
-    (checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-2000"\nall_model_checkpoint_paths: "ckpt-2000"\n')
+    shutil.rmtree(run_dir / "checkpoints" / "4000")  # as if killed after the checkpoint at step 2000
     (run_dir / "metrics.json").unlink()
     metrics = dqn.train(dqn.smoke(), run_dir, progress=False)
-    history = json.loads((run_dir / "history.json").read_text())
-    assert [r["step"] for r in history] == [1000, 2000, 3000, 4000]
-    assert metrics["steps"] == 4000
+    assert "resuming from step 2000" in capsys.readouterr().out
+    assert without_wall_clock(metrics) == without_wall_clock(dqn_run[1])
+    whole = json.loads((dqn_run[0] / "history.json").read_text())
+    resumed = json.loads((run_dir / "history.json").read_text())
+    assert [r["step"] for r in resumed] == [1000, 2000, 3000, 4000]
+    assert [without_wall_clock(r) for r in resumed] == [without_wall_clock(r) for r in whole]
     # a finished run is not trained again
     assert dqn.train(dqn.smoke(), run_dir, progress=False) == metrics
     assert "already trained" in capsys.readouterr().out
@@ -125,21 +134,25 @@ def test_atari_smoke_plays_pong_through_the_full_preprocessing(tmp_path):
     assert model["config"]["num_actions"] == 6
     assert metrics["steps"] == 400
     assert -21 <= metrics["final_eval_return"] <= 21  # a whole game of Pong, scored as the game scores it
+    assert (tmp_path / "pong" / "checkpoints" / "400" / "environments.pkl").exists()  # resumable mid-game
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cartpole_preset_reaches_475(seed, tmp_path):
-    """The README's claim: every seed reaches a 20-episode greedy average of 475 or more."""
+    """docs/dqn.md's claim: every seed reaches a 20-episode greedy average of 475 or more."""
     metrics = dqn.train(dataclasses.replace(dqn.cartpole(), seed=seed), tmp_path / "run", progress=False)
     assert metrics["final_eval_return"] >= 475, metrics
     assert metrics["final_eval_episodes"] == 20
 
 
-def test_cli_rejects_continuous_actions_and_unknown_envs(tmp_path):
-    result = run_module("-m", "training", "dqn", "--env", "Pendulum-v1", "--out", str(tmp_path / "a"))
-    assert result.returncode == 2 and "Box action space" in result.stderr and "Discrete" in result.stderr
-    result = run_module("-m", "training", "dqn", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "b"))
-    assert result.returncode == 2 and "NoSuchEnv-v0" in result.stderr
-    result = run_module("-m", "training", "dqn", "--tau", "0", "--out", str(tmp_path / "c"))
-    assert result.returncode == 2 and "--tau" in result.stderr
+@pytest.mark.parametrize("argv, message", [
+    (["--env", "Pendulum-v1"], "Pendulum-v1 has a Box action space; this agent needs Discrete actions"),
+    (["--env", "NoSuchEnv-v0"], "cannot make environment 'NoSuchEnv-v0'"),
+    (["--tau", "0"], "--tau: tau must be in (0, 1], got 0.0"),
+])
+def test_cli_refuses_what_it_cannot_train_with_one_sentence(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        dqn.main([*argv, "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

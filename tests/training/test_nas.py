@@ -1,8 +1,8 @@
 """Architecture search: the reward tells good children from bad, and a search runs, resumes
 and writes what it found."""
 import json
+import shutil
 
-from tests.helpers import run_module
 from training import nas
 from zoo.nas import Layer
 
@@ -18,29 +18,25 @@ def test_the_reward_separates_good_architectures_from_blind_ones():
     assert nas.train_child((Layer(8, 1, False),) * 3, splits, config) == blind  # seeded: the same reward
 
 
-def test_smoke_search_writes_its_findings_and_does_not_run_twice(tmp_path):
-    result = run_module("-m", "training", "nas", "--preset", "smoke", "--no_progress", "--out", str(tmp_path / "run"))
-    assert result.returncode == 0, result.stderr
-    assert "best architecture: conv" in result.stdout
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+def test_smoke_search_writes_its_findings_and_does_not_run_twice(nas_run, capsys):
+    run_dir, metrics = nas_run
+    history = json.loads((run_dir / "history.json").read_text())
     assert metrics["architectures_sampled"] == 4 and 1 <= metrics["children_trained"] <= 4
     assert [r["step"] for r in history] == [1, 2]
     best = max(c["validation_accuracy"] for r in history for c in r["children"])
     assert metrics["best_validation_accuracy"] == best
-    assert (tmp_path / "run" / "nas_rewards.png").stat().st_size > 0
-    again = run_module("-m", "training", "nas", "--preset", "smoke", "--no_progress", "--out", str(tmp_path / "run"))
-    assert again.returncode == 0 and "already trained" in again.stdout
+    assert (run_dir / "nas_rewards.png").stat().st_size > 0
+    assert nas.main(["--preset", "smoke", "--no_progress", "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "already trained" in out and "best architecture: conv" in out
 
 
-def test_a_search_resumes_from_its_last_step(tmp_path):
+def test_a_search_resumes_from_its_last_step(nas_run, tmp_path):
     run_dir = tmp_path / "run"
-    whole = nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
-    # as if it had died after its first controller step
-    for path in (run_dir / "checkpoints").glob("*-2*"):
-        path.unlink()
-    (run_dir / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    shutil.copytree(nas_run[0], run_dir)
+    shutil.rmtree(run_dir / "checkpoints" / "2")  # as if it had died after its first controller step
     (run_dir / "metrics.json").unlink()
     resumed = nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
     # the same draws, rewards and update: the same search
+    whole = nas_run[1]
     assert {k: v for k, v in resumed.items() if k != "seconds"} == {k: v for k, v in whole.items() if k != "seconds"}

@@ -33,3 +33,23 @@ def test_bad_configs_are_refused(overrides, message):
 
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(pixelcnn.smoke(), **overrides)
+
+
+@pytest.mark.parametrize("preset, architecture, parameters, masked_layers", [
+    ("smoke", "gated", 13_681, 3), ("demo", "gated", 95_393, 5), ("mnist", "gated", 461_569, 6),
+    ("grey", "gated", 102_912, 5), ("smoke", "pixelcnn", 8_929, 3)])
+def test_presets_build_the_networks_their_figures_were_measured_with(preset, architecture, parameters,
+                                                                     masked_layers):
+    """`layers` counts the masked layers with the first: demo's 5 are 5 gated layers (the plain
+    model: a first convolution and 2 residual blocks for smoke's 3). The parameter counts are
+    those of the networks docs/pixelcnn.md's figures came from."""
+    import dataclasses
+
+    from zoo.pixelcnn import PixelCNN
+
+    config = pixelcnn.PRESETS[preset]().model
+    shape = (8, 8, 1) if preset == "grey" else config.image_shape  # grey's digits are 8x8
+    model = PixelCNN(dataclasses.replace(config, image_shape=shape, architecture=architecture))
+    assert config.layers == masked_layers
+    assert (len(model.gated) if architecture == "gated" else 1 + len(model.blocks)) == masked_layers
+    assert model.count_params() == parameters

@@ -38,10 +38,13 @@ def test_the_lectures_ordering_of_epsilons():
     assert late[0.0] < 1.2 < late[0.01]
 
 
-def test_bandits_command_draws_the_picture(tmp_path):
-    from tests.helpers import run_module
+def test_bandits_command_draws_the_picture_and_keeps_its_run(tmp_path, capsys):
+    from training import bandits
 
-    result = run_module("-m", "training", "bandits", "--runs=50", "--steps=200", "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr
+    assert bandits.main(["--runs=50", "--steps=200", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "bandits.png").stat().st_size > 0
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"0", "0.01", "0.1"}
+    assert "epsilon 0.1: average reward" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # the directory holds this comparison: another is refused
+        bandits.main(["--runs=60", "--steps=200", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "differs in: runs" in capsys.readouterr().err

@@ -74,13 +74,6 @@ def test_nature_torso_has_the_papers_layers():
     assert network.count_params() == expected == 1_686_180
 
 
-def test_numpy_q_values_match_the_network():
-    network = QNetwork(DQNConfig(hidden=(16, 8)))
-    observation = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-    q_values = network.numpy_q_values([v.numpy() for v in network.trainable_variables])
-    np.testing.assert_allclose(q_values(observation), network(observation).numpy(), rtol=1e-5, atol=1e-6)
-
-
 def test_config_is_checked():
     with pytest.raises(ValueError, match="num_actions"):
         DQNConfig(num_actions=0)

@@ -1,16 +1,15 @@
-"""The training loop every model family shares.
+"""The training loop of the image model families (vae.py, pixelcnn.py).
 
 Order of work: strategy -> seed -> data -> model and optimizer under the strategy's scope ->
 loop (update -> log -> evaluate -> checkpoint) -> final evaluation and pictures. A family
 gives its model class (with `loss_terms(images, labels, seed)` returning per-example terms,
 `loss` among them), its final metrics and its pictures. Started again with the same
-command, a run resumes from its last checkpoint, at the same batch.
+command, a run resumes from its last checkpoint, at the same batch, and ends as the
+uninterrupted run would (the data order and every draw follow from the seed and the step).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Literal
@@ -20,15 +19,15 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import zoo
-from training.config import flat_dict, parse_config
+from rundir import Run, UserError
+from training.config import run_command
 from training.data import ImageData, load_images
-from training.runtime import UserError, checkpoint_dir, is_chief, make_strategy, read_json, write_json
+from training.runtime import is_chief, make_strategy
 
 
 @dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """What every training run has: data, schedule, seed, checkpoints, strategy."""
+class ImageRunOptions:
+    """What every image model's run has: data, schedule, seed, checkpoints, strategy."""
 
     data: str = "mnist"
     """'mnist' (full if ~/.keras/datasets/mnist.npz exists, else 5,000 shipped digits), 'digits', or a folder."""
@@ -60,8 +59,8 @@ class RunOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class Family:
-    """What a model family adds to the shared loop."""
+class ImageFamily:
+    """What an image model family adds to the loop."""
 
     name: str
     model_class: type
@@ -74,7 +73,7 @@ class Family:
 DERIVED = frozenset({"image_shape", "num_classes"})  # set from the data, not the command line
 
 
-def prepare(config: RunOptions, data: ImageData) -> RunOptions:
+def prepare(config: ImageRunOptions, data: ImageData) -> ImageRunOptions:
     """Fill in what the data decides: image shape and number of classes."""
     model = dataclasses.replace(config.model, image_shape=data.image_shape,
                                 num_classes=data.num_classes if config.conditional else 0)
@@ -86,25 +85,8 @@ def binarized(images: np.ndarray, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).random(images.shape) < images).astype(np.float32)
 
 
-def check_resumable(run_dir: Path, config: RunOptions) -> None:
-    """Refuse to continue a run directory that holds a run with another config."""
-    saved = run_dir / "config.json"
-    if not saved.exists():
-        return
-    before, now = read_json(saved), flat_dict(config)
-    differs = sorted(k for k in now if json_value(before.get(k)) != json_value(now[k]))
-    if differs:
-        raise UserError(f"{run_dir} holds a run with a different config (differs in: "
-                         f"{', '.join(differs)}); use another --out, or the same options to resume")
-
-
-def json_value(value):
-    """A config value as it reads back from JSON (tuples become lists)."""
-    return list(value) if isinstance(value, tuple) else value
-
-
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
-                    config: RunOptions, global_batch: int):
+                    config: ImageRunOptions, global_batch: int):
     """A tf.function (images, labels, step) -> mean loss terms over the global batch.
 
     Each replica computes its share of the mean of the model's per-example `loss` over the
@@ -135,21 +117,22 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, s
     return train_step
 
 
-def train(config: RunOptions, run_dir: Path, family: Family, *, progress: bool = True) -> dict:
-    """Train (or resume) `family`'s model into `run_dir`; return the final metrics (also in metrics.json)."""
+def train(config: ImageRunOptions, out: str | Path, family: ImageFamily, *, progress: bool = True) -> dict:
+    """Train (or resume) `family`'s model into the run directory `out`; return the final metrics."""
     # Strategy first: multi-worker collectives must be configured before any op runs.
     strategy = make_strategy(config.strategy)
     # Seed and data.
     keras.utils.set_random_seed(config.seed)
     data = load_images(config.data)
     config = prepare(config, data)
-    check_resumable(run_dir, config)
-    chief = is_chief(strategy)
+    run = Run.open(out, config, family=family.name, kind="image_model", model=config.model, chief=is_chief(strategy))
+    if run.finished:
+        return run.metrics
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps_per_epoch = len(data.train_images) // global_batch
     if steps_per_epoch == 0:
         raise UserError(f"the global batch ({global_batch}) is larger than the "
-                         f"{len(data.train_images)} training images")
+                        f"{len(data.train_images)} training images")
     total_steps = steps_per_epoch * config.epochs
     test_images = binarized(data.test_images, config.seed + 1) if config.binarize else data.test_images
     conditional = config.model.conditional
@@ -175,10 +158,9 @@ def train(config: RunOptions, run_dir: Path, family: Family, *, progress: bool =
         optimizer = keras.optimizers.Adam(config.learning_rate)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(**zoo.checkpointed(model), optimizer=optimizer, step=step)
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(run_dir, strategy), max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    checkpoints = run.checkpoints(config.checkpoint_every, model=model, optimizer=optimizer, step=step)
+    saved = checkpoints.restore()
+    partial = saved.state if saved else {}  # the sums of an epoch interrupted part-way
 
     train_step = make_train_step(model, optimizer, strategy, config, global_batch)
 
@@ -198,88 +180,54 @@ def train(config: RunOptions, run_dir: Path, family: Family, *, progress: bool =
 
     # Training loop.
     done = int(step.numpy())  # steps taken so far, mirrored in Python
-    metrics_path = run_dir / "metrics.json"
-    if done == total_steps and metrics_path.exists():  # finished before: nothing to redo
-        print(f"{run_dir} is already trained ({done} steps); its metrics.json and pictures stand")
-        return read_json(metrics_path)
-    history_path = run_dir / "history.json"
-    history = [r for r in read_json(history_path) if r["step"] <= done] if history_path.exists() else []
-    if chief:
-        write_json(run_dir / "config.json", flat_dict(config))
-        write_json(run_dir / "model.json", {"family": family.name, "config": dataclasses.asdict(config.model)})
-        writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-        with writer.as_default(step=done):
-            tf.summary.text("config", "\n".join(f"    {k} = {v}" for k, v in flat_dict(config).items()))
-    else:
-        writer = tf.summary.create_noop_writer()
     if done == 0:
-        history = [{"step": 0, "epoch": 0, **evaluate()}]
-    bar = tqdm(total=total_steps, initial=done, unit="step", disable=not (progress and chief),
+        run.history.append({"step": 0, "epoch": 0, **evaluate()})
+    bar = tqdm(total=total_steps, initial=done, unit="step", disable=not (progress and run.chief),
                dynamic_ncols=True, desc=family.name)
-    if manager.latest_checkpoint and chief:
-        bar.write(f"resuming from step {done} ({manager.latest_checkpoint})")
     while done < total_steps:
         epoch, skip = divmod(done, steps_per_epoch)
-        sums, count, started = {}, 0, time.perf_counter()
+        sums, count = partial.pop("sums", {}), partial.pop("count", 0)
+        timed, started = 0, time.perf_counter()
         for images, labels in epoch_dataset(epoch, skip):
             metrics = train_step(images, labels, step)
             step.assign_add(1)
             done += 1
             count += 1
+            timed += 1
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
             if done % 20 == 0:
-                with writer.as_default(step=done):
-                    for name, value in metrics.items():
-                        tf.summary.scalar(f"train/{name}", value)
+                run.log(done, {f"train/{name}": value for name, value in metrics.items()})
                 bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", epoch=epoch + 1)
             bar.update(1)
-            if done % config.checkpoint_every == 0:
-                manager.save(checkpoint_number=done)
+            if done % config.checkpoint_every == 0 and done % steps_per_epoch:  # the epoch's end saves below
+                checkpoints.save(done, state={"sums": sums, "count": count})
         seconds = time.perf_counter() - started
         record = {"step": done, "epoch": epoch + 1, **{f"train_{k}": v / count for k, v in sums.items()},
-                  "images_per_second": count * global_batch / seconds, **evaluate()}
-        history.append(record)
-        if done % config.checkpoint_every:  # else the loop has just saved this step
-            manager.save(checkpoint_number=done)
-        if chief:
-            write_json(history_path, history)
-            with writer.as_default(step=done):
-                for name, value in record.items():
-                    if name.startswith("test_") or name == "images_per_second":
-                        tf.summary.scalar(name.replace("test_", "test/"), value)
+                  "images_per_second": timed * global_batch / seconds, **evaluate()}
+        run.history.append(record)
+        checkpoints.save(done)
+        run.log(done, {name.replace("test_", "test/"): value for name, value in record.items()
+                       if name.startswith("test_") or name == "images_per_second"})
     bar.close()
 
     # Final evaluation and pictures.
-    metrics = {**common_metrics(data, test_images, history),
-               **family.final_metrics(model, config, data, test_images, history)}
-    if not chief:
-        shutil.rmtree(manager.directory, ignore_errors=True)  # this worker's scratch checkpoints
-    if chief:
-        write_json(metrics_path, metrics)
-        np.savez_compressed(run_dir / "examples.npz", images=test_images[:8], labels=data.test_labels[:8])
-        family.draw_pictures(model, config, data, test_images, history, run_dir)
-        writer.flush()
-    return metrics
+    metrics = {**common_metrics(data, test_images, run.history),
+               **family.final_metrics(model, config, data, test_images, run.history)}
+    if run.chief:
+        run.write_examples(images=test_images[:8], **({"label": data.test_labels[:8]} if conditional else {}))
+        family.draw_pictures(model, config, data, test_images, run.history, run.directory)
+    return run.finish(metrics)
 
 
-def command(argv: list[str] | None, family: Family, presets: dict, description: str) -> tuple[dict, Path]:
-    """`python -m training FAMILY`: parse presets and options, train; (metrics, run directory).
-
-    A UserError (bad data, a run directory holding another config) exits 2 with one sentence.
-    """
-    parser = argparse.ArgumentParser(prog=f"python -m training {family.name}", description=description)
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; resumed if it exists)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    config, args = parse_config(argv, parser, presets, "demo", hidden=DERIVED)
-    try:
-        return train(config, args.out, family, progress=not args.no_progress), args.out
-    except UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+def command(argv: list[str] | None, family: ImageFamily, presets: dict, description: str) -> tuple[dict, Path]:
+    """`python -m training FAMILY`: parse presets and options, train; (metrics, run directory)."""
+    return run_command(argv, family.name, description, presets, "demo",
+                       lambda config, out, progress: train(config, out, family, progress=progress), hidden=DERIVED)
 
 
 def common_metrics(data: ImageData, test_images: np.ndarray, history: list[dict]) -> dict:
-    """Data, size, steps, speed, and the last held-out evaluation: what every family reports."""
+    """Data, size, steps, speed, and the last held-out evaluation: what every image family reports."""
     last = history[-1] if history else {}
     speeds = [r["images_per_second"] for r in history if "images_per_second" in r]
     return {
