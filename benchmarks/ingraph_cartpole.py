@@ -16,7 +16,7 @@ imports, tracing and compilation all count):
 Then `--many` agents trained together in one program (ours: stacked; rejax: `jax.vmap` of
 its train function) give the aggregate steps per second.
 
-- ours: `python -m training ingraph --algorithm ppo --preset cartpole` (RL-Zoo's settings:
+- ours: `python -m training ppo --env_backend=tf --preset cartpole` (RL-Zoo's settings:
   8 environments x 32 steps, 20 epochs of one minibatch of 256), 100,000 steps, without the
   preset's early stop, and without XLA as the preset (with XLA for many agents); timed
   parts: trace, compile (the dry run), run. `ours_rejax_config`: rejax's settings in our engine.

@@ -1,14 +1,15 @@
 """Whole training runs in one TensorFlow graph: PPO and A2C on the TensorFlow environments
 (zoo/tf_envs.py), many seeds at once.
 
-    python -m training ingraph --algorithm ppo --env CartPole-v1 --preset cartpole --seeds 0,1,2 --out RUN
-    python -m training ppo --preset cartpole --env_backend=tf --out RUN      (once ppo dispatches here)
+    python -m training ppo --preset cartpole --env_backend=tf --seeds 0,1,2 --out RUN
+    python -m training a2c --preset cartpole --env_backend=tf --out RUN
+    python -m training ppo --env_backend=tf --help       # this backend's presets and options
 
 One `tf.function` runs the whole run: a `tf.while_loop` over evaluation periods, each of
-which trains (an XLA-compiled loop of iterations: rollout with the TensorFlow environments,
-GAE(lambda) or n-step targets, the update epochs of minibatches, Adam) and then evaluates
-every agent greedily on fixed episodes of the TensorFlow environment, also in the graph.
-Nothing returns to Python until the run is over.
+which trains (a loop of iterations: rollout with the TensorFlow environments, GAE(lambda) or
+n-step targets, the update epochs of minibatches, Adam) and then evaluates every agent
+greedily on fixed episodes of the TensorFlow environment, also in the graph. Nothing returns
+to Python until the run is over.
 
 **Many seeds at once.** The agents of `--seeds` are stacked along a leading axis: parameters
 and Adam's moments [S, ...] (zoo/policy_stack.py), environments [S, num_envs], one batched
@@ -18,17 +19,18 @@ draws from its own streams (`tf_envs.uniform_rows`, keyed by seed and purpose): 
 parameters, actions, environment starts, minibatch order, evaluation starts. So an agent
 trained beside others gives the curve it gives alone (tests/training/test_ingraph.py).
 
-**Artefacts.** A run with one seed writes the run directory of `python -m training a2c`
-(model.json of family `policy_gradient`, config.json, checkpoints/, metrics.json,
-history.json, learning_curves.png), so `python -m export RUN` exports it; with several seeds,
-RUN/seed-N/ is such a directory for each seed, and RUN holds seeds.json (every seed's curve)
-and seeds.png (mean and range over the seeds). The run is not resumable mid-way (it is one
-call); a finished run directory is reported as such.
+**Artefacts** (rundir.Run). With one seed, RUN is a `policy_gradient` policy run as the
+gymnasium backend leaves it (config.json, model.json, a checkpoint of the PolicyNetwork,
+TensorBoard logs, history.json, metrics.json, learning_curves.png), so `python -m export RUN`
+exports it; with several, RUN/seed-N is such a run for each seed, and RUN itself a comparison
+run whose metrics.json holds every seed's metrics and seeds.png their mean and range. The run
+is one call, so it is not resumable mid-way; a finished run is reported as such.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
+import sys
 import time
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -37,13 +39,11 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from training.config import flat_dict, parse_config
-from training.runtime import UserError
+from rundir import Run, UserError
+from training import plots
+from training.config import run_command
 from zoo import policy_stack, tf_envs
-from zoo.policy_gradient import PolicyConfig, a2c_loss, normalize_advantages, ppo_loss
-
-ALGORITHM_NAMES = ("ppo", "a2c")  # not ALGORITHMS: training/__main__ passes those modules the family name
-
+from zoo.policy_gradient import PolicyConfig, PolicyNetwork, a2c_loss, normalize_advantages, ppo_loss
 
 @dataclasses.dataclass(frozen=True)
 class InGraphConfig:
@@ -552,77 +552,57 @@ class Engine:
 # ---------------------------------------------------------------------- training command
 
 
-def train(config: InGraphConfig, out: Path) -> dict:
-    """Train every seed's agent in one graph into `out`; returns {"seeds": {seed: metrics}, "timing": {...}}.
-
-    The timing separates tracing (Python builds the graph), compiling (a dry run through
-    every part: graph optimisation and XLA) and running.
-    """
-    engine = Engine(config)
-    config = engine.config
-    done = open_run(config, out)
-    if done is not None:
-        return done
-    result, timing = engine.train(list(config.seeds))
-    timing = {k: v for k, v in timing.items() if k != "run_started"}
-    metrics = {seed: write_seed_run(config, out, i, result, timing) for i, seed in enumerate(config.seeds)}
-    if len(config.seeds) > 1:
-        write_seeds_summary(config, out, metrics)
-    return {"seeds": metrics, "timing": timing}
-
-
-# What the run directory holds, written in one place (the calls to port to a Run object):
-# open_run (config.json, model.json, refusal of another config, a finished run),
-# write_seed_run (checkpoint, history.json, metrics.json, learning_curves.png) and
-# write_seeds_summary (seeds.json, seeds.png).
-
-
-def seed_dir(config: InGraphConfig, out: Path, seed: int) -> Path:
-    """Where seed `seed`'s run directory is: `out` itself for a single seed, else out/seed-N."""
-    return out if len(config.seeds) == 1 else out / f"seed-{seed}"
-
-
-def _seed_config(config: InGraphConfig, seed: int) -> InGraphConfig:
+def seed_config(config: InGraphConfig, seed: int) -> InGraphConfig:
+    """The config of seed `seed`'s own run directory."""
     return dataclasses.replace(config, seeds=(seed,))
 
 
-def open_run(config: InGraphConfig, out: Path) -> dict | None:
-    """Write config.json and model.json of the run (and of each seed's), or refuse a directory
-    that holds another run; a finished run's results, if it is one."""
-    from training.loop import check_resumable
-    from training.runtime import read_json, write_json
+def train(config: InGraphConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train every seed's agent in one graph into `out`; return {seed: its metrics}.
 
-    check_resumable(out, config)
-    directories = {seed: seed_dir(config, out, seed) for seed in config.seeds}
-    if all((d / "metrics.json").exists() for d in directories.values()):
-        print(f"{out} is already trained; its metrics.json and pictures stand")
-        return {"seeds": {seed: read_json(d / "metrics.json") for seed, d in directories.items()}, "timing": None}
-    write_json(out / "config.json", flat_dict(config))
-    for seed, directory in directories.items():
-        write_json(directory / "config.json", flat_dict(_seed_config(config, seed)))
-        write_json(directory / "model.json", {"family": "policy_gradient", "algorithm": config.algorithm,
-                                              "config": dataclasses.asdict(config.model)})
-    return None
+    One seed: `out` is that agent's policy run. Several: `out` is a comparison run (its
+    metrics.json holds every seed's metrics, seeds.png their mean and range) and out/seed-N
+    each agent's policy run. Each agent's metrics also give the run's timing: tracing (Python
+    builds the graph), compiling (a dry run through every part: graph optimisation and XLA)
+    and running. The run is one call, so an interrupted one trains again from the start.
+    `progress` is accepted for the commands' interface; there is no progress to show.
+    """
+    engine = Engine(config)
+    config = engine.config
+    many = len(config.seeds) > 1
+    summary = Run.open(out, config, family="policy_gradient", kind="comparison") if many else None
+    if summary is not None and summary.finished:
+        return {int(seed): metrics for seed, metrics in summary.metrics["seeds"].items()}
+    runs = {seed: Run.open(Path(out) / f"seed-{seed}" if many else out, seed_config(config, seed),
+                           family="policy_gradient", kind="policy", model=config.model) for seed in config.seeds}
+    if not many and runs[config.seeds[0]].finished:
+        return {seed: run.metrics for seed, run in runs.items()}
+
+    result, timing = engine.train(list(config.seeds))
+    timing = {k: v for k, v in timing.items() if k != "run_started"}
+    metrics = {seed: finish_seed(config, runs[seed], index, result, timing) for index, seed in enumerate(config.seeds)}
+    if summary is not None:
+        curves = {seed: [(r["step"], r["eval_return"]) for r in runs[seed].history] for seed in config.seeds}
+        plots.seeds_band(curves, summary.directory / "seeds.png",
+                         f"{config.algorithm} on {config.env} (in graph), {len(config.seeds)} seeds: "
+                         f"greedy evaluation over {config.eval_episodes} episodes")
+        summary.history = [{"seed": seed, "step": step, "eval_return": value}
+                           for seed, curve in curves.items() for step, value in curve]
+        summary.finish({"algorithm": config.algorithm, "env": config.env, "seeds": metrics})
+    return metrics
 
 
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def write_seed_run(config: InGraphConfig, out: Path, index: int, result: dict, timing: dict) -> dict:
-    """Agent `index`'s run directory: a checkpoint of its PolicyNetwork (what export reads),
-    history.json, metrics.json and learning_curves.png; returns its metrics."""
-    import zoo
-    from training import plots
-    from training.rl import Checkpoints
-    from training.runtime import write_json
-    from zoo.policy_gradient import PolicyNetwork
-
-    seed, directory = config.seeds[index], seed_dir(config, out, config.seeds[index])
+def finish_seed(config: InGraphConfig, run: Run, index: int, result: dict, timing: dict) -> dict:
+    """Agent `index`'s run: its history, a checkpoint of its PolicyNetwork (what export reads),
+    TensorBoard scalars, learning_curves.png and metrics.json; returns its metrics."""
+    seed = config.seeds[index]
     history, clocks = result["history"], result["clocks"]
     stopped = np.flatnonzero(history["confirm_return"][:, index] >= (config.stop_return or np.inf))
     evaluations = int(stopped[0]) + 1 if len(stopped) else int(result["evaluations"])
-    records = []
     for k in range(evaluations):
         step, seconds = int(result["step"][k, index]), float(clocks["train_seconds"][k])
         record = {"step": step, "train_seconds": seconds, "wall_seconds": float(clocks["wall_seconds"][k]),
@@ -630,7 +610,9 @@ def write_seed_run(config: InGraphConfig, out: Path, index: int, result: dict, t
         record.update({name: _finite(values[k, index]) for name, values in history.items()})
         if record["confirm_return"] is None:
             del record["confirm_return"]
-        records.append(record)
+        run.history.append(record)
+        run.log(step, record)
+    records = run.history
     steps = int(result["steps"][index])
     threshold = gym.spec(config.env).reward_threshold
     solved = next((r for r in records if threshold is not None and r["eval_return"] >= threshold), None)
@@ -652,44 +634,22 @@ def write_seed_run(config: InGraphConfig, out: Path, index: int, result: dict, t
 
     network = PolicyNetwork(config.model)
     policy_stack.assign(network, {name: tf.constant(p) for name, p in result["params"].items()}, index)
-    Checkpoints(directory, config.total_steps, **zoo.checkpointed(network)).save(
-        steps, None, history=records, train_seconds=seconds)
-    write_json(directory / "history.json", records)
-    write_json(directory / "metrics.json", metrics)
+    run.checkpoints(config.total_steps, model=network).save(steps)
     limit = f" (threshold {threshold:g})" if threshold is not None else ""
-    plots.learning_curves(records, ["eval_return", "train_return"], directory / "learning_curves.png",
+    plots.learning_curves(records, ["eval_return", "train_return"], run.directory / "learning_curves.png",
                           f"{config.algorithm} on {config.env} (in graph), seed {seed}: greedy evaluation over "
                           f"{config.eval_episodes} episodes{limit}")
-    return metrics
-
-
-def write_seeds_summary(config: InGraphConfig, out: Path, metrics: dict) -> None:
-    """seeds.json (every seed's metrics and curve) and seeds.png: the mean and range over the seeds."""
-    from training import plots
-    from training.runtime import read_json, write_json
-
-    curves = {seed: read_json(seed_dir(config, out, seed) / "history.json") for seed in config.seeds}
-    write_json(out / "seeds.json", {str(seed): {"metrics": metrics[seed], "curve": [
-        {"step": r["step"], "eval_return": r["eval_return"]} for r in curves[seed]]} for seed in config.seeds})
-    plots.seeds_band({seed: [(r["step"], r["eval_return"]) for r in curve] for seed, curve in curves.items()},
-                     out / "seeds.png", f"{config.algorithm} on {config.env} (in graph), {len(config.seeds)} seeds: "
-                     f"greedy evaluation over {config.eval_episodes} episodes")
+    return run.finish(metrics)
 
 
 BACKENDS = ("gymnasium", "tf")
 
 
-def split_backend(argv: list[str]) -> tuple[str, list[str]]:
-    """(the --env_backend value, gymnasium by default; argv without it), for the ppo and a2c
-    commands, whose `main` starts with
-
-        backend, argv = ingraph.split_backend(argv)
-        if backend == "tf":
-            return ingraph.main(["--algorithm", "ppo", *argv])
-
-    An unknown backend exits with status 2 and one sentence naming the two there are.
-    """
-    backend, rest, argv = "gymnasium", [], list(argv)
+def split_backend(argv: list[str] | None) -> tuple[str, list[str]]:
+    """(the --env_backend value, gymnasium by default; the other arguments), for the ppo and
+    a2c commands, which hand `--env_backend=tf` runs to `main` here. An unknown backend exits
+    with status 2 and one sentence naming the two there are."""
+    backend, rest, argv = "gymnasium", [], list(sys.argv[1:] if argv is None else argv)
     while argv:
         arg = argv.pop(0)
         if arg == "--env_backend" and argv:
@@ -699,44 +659,25 @@ def split_backend(argv: list[str]) -> tuple[str, list[str]]:
         else:
             rest.append(arg)
     if backend not in BACKENDS:
-        raise SystemExit(f"error: --env_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        sys.stderr.write(f"error: --env_backend must be one of {', '.join(BACKENDS)}, got {backend!r}\n")
+        raise SystemExit(2)
     return backend, rest
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training ingraph",
-        description="Train PPO or A2C agents, one per seed, on a TensorFlow environment, the whole run in one graph.")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="run directory (one seed: the run; several: RUN/seed-N each, and seeds.png)")
-    parser.add_argument("--seed", type=int, help="train one agent with this seed (the same as --seeds=N)")
-    algorithm = _algorithm(argv)
-    presets = {name: (lambda preset=preset: preset(algorithm)) for name, preset in PRESETS.items()}
-    config, args = parse_config(argv, parser, presets, "cartpole", hidden=DERIVED)
-    if args.seed is not None:
-        try:
-            config = dataclasses.replace(config, seeds=(args.seed,))
-        except ValueError as error:
-            parser.error(f"--seed: {error}")
-    try:
-        results = train(config, args.out)
-    except UserError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    for seed, metrics in results["seeds"].items():
+def main(algorithm: str, argv: list[str]) -> int:
+    """`python -m training ALGORITHM --env_backend=tf ...` (ppo or a2c): parse, train every
+    seed in one graph, print each seed's result and the run's timing."""
+    presets = {name: functools.partial(preset, algorithm) for name, preset in PRESETS.items()}
+    results, _ = run_command(argv, f"{algorithm} --env_backend=tf",
+                             f"Train {algorithm} agents, one per seed, on a TensorFlow environment, the whole run "
+                             f"in one graph (one seed: RUN is its run; several: RUN/seed-N each, and seeds.png).",
+                             presets, "cartpole", train, hidden=DERIVED | {"algorithm"})
+    for seed, metrics in results.items():
         solved = metrics["first_solved_step"]
         print(f"seed {seed}: final greedy return {metrics['final_eval_return']:.1f} over "
               f"{metrics['final_eval_episodes']} episodes; first solved at "
               f"{'never' if solved is None else f'{solved} steps'}; {metrics['steps']} steps")
-    if results["timing"]:
-        timing = results["timing"]
-        print(f"trace {timing['trace_seconds']:.1f} s, compile {timing['compile_seconds']:.1f} s, "
-              f"run {timing['run_seconds']:.1f} s ({timing['train_seconds']:.1f} s training, the rest evaluation)")
+    timing = next(iter(results.values()))
+    print(f"trace {timing['trace_seconds']:.1f} s, compile {timing['compile_seconds']:.1f} s, "
+          f"run {timing['run_seconds']:.1f} s")
     return 0
-
-
-def _algorithm(argv: list[str] | None) -> str:
-    """The --algorithm of argv (its presets depend on it); ppo when absent or unknown (the parser then says)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--algorithm", default="ppo")
-    algorithm = parser.parse_known_args(argv)[0].algorithm
-    return algorithm if algorithm in ALGORITHM_NAMES else "ppo"

@@ -284,9 +284,16 @@ def train(config: PPOConfig, out: str | Path, *, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training ppo`: parse, train, print the final greedy return."""
-    metrics, _ = run_command(argv, "ppo", "Train a PPO agent on a gymnasium environment.", PRESETS, "cartpole",
-                             train, hidden=DERIVED, threads=1)
+    """`python -m training ppo`: parse, train, print the final greedy return; with
+    `--env_backend=tf`, the whole run in one graph instead (training/ingraph.py)."""
+    from training import ingraph
+
+    backend, argv = ingraph.split_backend(argv)
+    if backend == "tf":
+        return ingraph.main("ppo", argv)
+    metrics, _ = run_command(argv, "ppo", "Train a PPO agent on a gymnasium environment (--env_backend=tf: the "
+                             "whole run in one TensorFlow graph, many seeds at once; --env_backend=tf --help "
+                             "lists its options).", PRESETS, "cartpole", train, hidden=DERIVED, threads=1)
     print(f"final greedy return {metrics['final_eval_return']:.1f} over {metrics['final_eval_episodes']} episodes; "
           f"{metrics['steps']} steps in {metrics['train_seconds']:.1f} s of training")
     return 0

@@ -1,13 +1,17 @@
 """Whole runs in one graph (training/ingraph.py): agents trained together are the agents trained
 alone; the targets are the zoo's; the run directory exports and plays gymnasium's CartPole."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.serving.conftest import start_server  # noqa: F401  the fixture that starts `python -m serving serve`
-from training import ingraph
+from export.savedmodel import export_run
+from export.verify import verify
+from serving.query import query
+from tests.serving.conftest import start_server, write_config  # noqa: F401  start_server: a fixture
+from training import ingraph, pg, ppo
 from zoo import policy_stack
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork, gae_targets
 
@@ -104,20 +108,15 @@ def greedy_returns_of_export(version_dir, episodes: int = 20) -> list[float]:
 
 
 @pytest.mark.slow
-def test_cartpole_agents_trained_in_graph_export_and_play_gymnasium(tmp_path, start_server):
-    """The cartpole preset, seeds 0, 1, 2 in one graph; each seed's run directory exports as any
-    policy-gradient run does and plays the real gymnasium CartPole-v1 at 475 or more over 20
-    episodes; one of them through the server (`query play`)."""
-    import json
-
-    from export.savedmodel import export_run
-    from tests.helpers import run_module
-    from tests.serving.conftest import write_config
-
-    assert ingraph.main(["--algorithm", "ppo", "--preset", "cartpole", "--seeds", "0,1,2",
-                         "--out", str(tmp_path / "run")]) == 0
-    summary = json.loads((tmp_path / "run" / "seeds.json").read_text())
-    assert sorted(summary) == ["0", "1", "2"] and (tmp_path / "run" / "seeds.png").exists()
+def test_cartpole_agents_trained_in_graph_export_and_play_gymnasium(tmp_path, start_server, capsys):
+    """`ppo --preset cartpole --env_backend=tf`, seeds 0, 1, 2 in one graph (each stops at a
+    confirmed 475); each seed's run directory exports as any policy-gradient run does and plays
+    the real gymnasium CartPole-v1 at 475 or more over 20 episodes; one of them through the
+    server (`query play`)."""
+    assert ppo.main(["--env_backend=tf", "--preset", "cartpole", "--seeds", "0,1,2", "--out",
+                     str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert sorted(summary["seeds"]) == ["0", "1", "2"] and (tmp_path / "run" / "seeds.png").exists()
     for seed in (0, 1, 2):
         run_dir = tmp_path / "run" / f"seed-{seed}"
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -129,20 +128,49 @@ def test_cartpole_agents_trained_in_graph_export_and_play_gymnasium(tmp_path, st
 
     config = write_config(tmp_path / "models.config", {"cartpole_0": tmp_path / "models" / "cartpole_0"})
     server = start_server(f"--model_config_file={config}", wait_for=("cartpole_0",), rest=False)
-    play = run_module("-m", "serving", "query", f"--server={server.target}", "play", "--model=cartpole_0",
-                      "--env=CartPole-v1", "--episodes=2", "--signature=greedy", timeout=300)
-    assert play.returncode == 0, play.stderr
-    served = [float(line.split()[3]) for line in play.stdout.splitlines() if line.startswith("episode ")]
+    capsys.readouterr()
+    assert query([f"--server={server.target}", "play", "--model=cartpole_0", "--env=CartPole-v1", "--episodes=2",
+                  "--signature=greedy"]) == 0
+    served = [float(line.split()[3]) for line in capsys.readouterr().out.splitlines() if line.startswith("episode ")]
     assert served == greedy_returns_of_export(tmp_path / "models" / "cartpole_0" / "1", episodes=2)
 
 
-def test_env_backend_is_split_off_for_the_ppo_and_a2c_commands():
+def test_a_run_directory_per_seed_that_exports(tmp_path, capsys):
+    """`a2c --env_backend=tf` with two seeds: RUN/seed-N are policy runs export reads, RUN a
+    comparison of them; the same command again is the finished run, another config is refused.
+    One seed: RUN is the policy run itself."""
+    argv = ["--env_backend=tf", "--preset", "smoke", "--total_steps", "400", "--eval_every", "200"]
+    assert pg.main_a2c([*argv, "--seeds", "0,1", "--out", str(tmp_path / "two")]) == 0
+    assert json.loads((tmp_path / "two" / "model.json").read_text())["kind"] == "comparison"
+    summary = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    for seed in (0, 1):
+        run_dir = tmp_path / "two" / f"seed-{seed}"
+        assert json.loads((run_dir / "model.json").read_text())["kind"] == "policy"
+        assert json.loads((run_dir / "metrics.json").read_text()) == summary["seeds"][str(seed)]
+        assert [r["step"] for r in json.loads((run_dir / "history.json").read_text())] == [240, 400]  # 16 x 5 a rollout
+        _, results = verify(export_run(run_dir, tmp_path / "models", f"a2c_{seed}"))
+        assert all(r.ok for r in results) and "greedy" in {r.name for r in results}
+    assert (tmp_path / "two" / "seeds.png").exists()
+    capsys.readouterr()
+    assert pg.main_a2c([*argv, "--seeds", "0,1", "--out", str(tmp_path / "two")]) == 0
+    assert "already trained" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:
+        pg.main_a2c([*argv, "--seeds", "0,2", "--out", str(tmp_path / "two")])
+    assert stopped.value.code == 2 and "differs in: seeds" in capsys.readouterr().err
+
+    assert pg.main_a2c([*argv, "--seeds", "3", "--out", str(tmp_path / "one")]) == 0
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["seed"] == 3
+    assert json.loads((tmp_path / "one" / "model.json").read_text())["kind"] == "policy"
+
+
+def test_env_backend_is_split_off_for_the_ppo_and_a2c_commands(capsys):
     assert ingraph.split_backend(["--preset", "cartpole", "--env_backend=tf", "--out", "r"]) == (
         "tf", ["--preset", "cartpole", "--out", "r"])
     assert ingraph.split_backend(["--env_backend", "gymnasium", "--out", "r"]) == ("gymnasium", ["--out", "r"])
     assert ingraph.split_backend(["--out", "r"]) == ("gymnasium", ["--out", "r"])
-    with pytest.raises(SystemExit, match="must be one of gymnasium, tf, got 'jax'"):
+    with pytest.raises(SystemExit) as stopped:
         ingraph.split_backend(["--env_backend=jax"])
+    assert stopped.value.code == 2 and "must be one of gymnasium, tf, got 'jax'" in capsys.readouterr().err
 
 
 def test_cli_refuses_what_it_cannot_train(tmp_path, capsys):
@@ -150,5 +178,5 @@ def test_cli_refuses_what_it_cannot_train(tmp_path, capsys):
                            (["--seeds", "1,1"], "seeds must be distinct"),
                            (["--critic", "none"], "ppo needs a critic")):
         with pytest.raises(SystemExit) as stopped:
-            ingraph.main([*argv, "--out", str(tmp_path / "run")])
+            ppo.main(["--env_backend=tf", *argv, "--out", str(tmp_path / "run")])
         assert stopped.value.code == 2 and expected in capsys.readouterr().err
