@@ -30,9 +30,12 @@ $(TFA_VENV)/.installed: requirements-tf-agents.txt $(VENV)/.installed
 	$(TFA_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-tf-agents.txt
 	touch $@
 
-# the benchmarks' reference implementations: tf-agents, and SB3 with torch 2.13.0 (CPU, from this machine's disk)
+# the benchmarks' reference implementations: tf-agents, SB3 with torch 2.13.0 (CPU, from this machine's disk), rejax (JAX)
 bench-venv: tf-agents-venv
 	$(TFA_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements.txt
+	$(TFA_VENV)/bin/python -m pip install --quiet --no-deps -r benchmarks/requirements-nodeps.txt
+	$(TFA_VENV)/bin/python -m pip install --quiet --no-deps --upgrade --target $(TFA_VENV)/tfp-nightly \
+	  tfp-nightly==0.26.0.dev20261027
 
 demo: venv
 	$(PY) -m training vae --preset demo --out $(RUN)

@@ -33,6 +33,7 @@ class Clock:
         self.env = gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1"))
         self.history: list[dict] = []
         self.train_seconds, self.started = 0.0, time.perf_counter()
+        self.next_eval = EVAL_EVERY
 
     def returns(self, episodes: int, seed: int) -> list[float]:
         from training.envs import play_episodes
@@ -44,6 +45,13 @@ class Clock:
         mean = float(sum(r := self.returns(EVAL_EPISODES, self.seed + 10_000)) / len(r))
         self.history.append({"step": step, "train_seconds": self.train_seconds, "eval_return": mean})
         self.started = time.perf_counter()
+
+    def catch_up(self, step: int) -> None:
+        """Evaluate at each multiple of EVAL_EVERY up to `step` not evaluated yet (an agent
+        that steps many environments at once, or collects whole episodes, crosses several)."""
+        while self.next_eval <= step:
+            self.evaluate(self.next_eval)
+            self.next_eval += EVAL_EVERY
 
     def result(self, agent: str, steps: int) -> dict:
         final = self.returns(FINAL_EPISODES, self.seed + 20_000)
@@ -65,20 +73,40 @@ def ours(agent: str, run_dir: Path, seed: int) -> dict:
             "final_return": metrics["final_eval_return"], "curve": [round(r["eval_return"]) for r in history]}
 
 
-def tf_agents_cartpole(seed: int):
-    """gymnasium's CartPole-v1 as a tf-agents TFPyEnvironment (tf-agents knows only gym)."""
+def sb3_run(model, seed: int, steps: int) -> dict:
+    """Train a Stable-Baselines3 model for `steps` environment steps, evaluating its
+    deterministic policy on the protocol's schedule (at each multiple of EVAL_EVERY its
+    environments cross); the run's record."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    clock = Clock(lambda observation: model.predict(observation, deterministic=True)[0], seed)
+
+    class Evaluate(BaseCallback):
+        def _on_step(self) -> bool:
+            clock.catch_up(self.num_timesteps)
+            return True
+
+    clock.started = time.perf_counter()
+    model.learn(steps, callback=Evaluate())
+    clock.train_seconds += time.perf_counter() - clock.started
+    return clock.result("sb3", steps)
+
+
+def tf_agents_cartpole(seed: int, num_envs: int = 1):
+    """gymnasium's CartPole-v1 as a tf-agents TFPyEnvironment (tf-agents knows only gym); with
+    num_envs > 1, that many copies (seeds seed, seed + 1, ...) stepped as one batch in this process."""
     import gymnasium as gym
     import numpy as np
-    from tf_agents.environments import py_environment, tf_py_environment
+    from tf_agents.environments import batched_py_environment, py_environment, tf_py_environment
     from tf_agents.specs import array_spec
     from tf_agents.trajectories import time_step as ts
 
     class GymnasiumEnv(py_environment.PyEnvironment):
         """gymnasium's CartPole-v1 as a tf-agents PyEnvironment (tf-agents knows only gym)."""
 
-        def __init__(self):
+        def __init__(self, seed: int):
             super().__init__(handle_auto_reset=True)  # reset after a LAST step, as gym wrappers do
-            self.env, self.first = gym.make("CartPole-v1"), True
+            self.env, self.seed, self.first = gym.make("CartPole-v1"), seed, True
             self._observation_spec = array_spec.ArraySpec((4,), np.float32, "observation")
             self._action_spec = array_spec.BoundedArraySpec((), np.int64, 0, 1, "action")
 
@@ -89,7 +117,7 @@ def tf_agents_cartpole(seed: int):
             return self._action_spec
 
         def _reset(self):
-            observation, _ = self.env.reset(seed=seed if self.first else None)
+            observation, _ = self.env.reset(seed=self.seed if self.first else None)
             self.first = False
             return ts.restart(observation.astype(np.float32))
 
@@ -102,7 +130,66 @@ def tf_agents_cartpole(seed: int):
                 return ts.truncation(observation, reward)
             return ts.transition(observation, reward)
 
-    return tf_py_environment.TFPyEnvironment(GymnasiumEnv())
+    if num_envs == 1:
+        return tf_py_environment.TFPyEnvironment(GymnasiumEnv(seed))
+    return tf_py_environment.TFPyEnvironment(batched_py_environment.BatchedPyEnvironment(
+        [GymnasiumEnv(seed + i) for i in range(num_envs)], multithreading=False))
+
+
+def tf_agents_episodes_run(agent, actor_net, train_env, seed: int, episodes: int, max_length: int,
+                           keep_going: Callable[[int, int], bool]) -> dict:
+    """Train a tf-agents agent that learns from whole episodes (REINFORCE, PPO) as its
+    examples do: an episode driver puts `episodes` episodes in a replay buffer (`max_length`
+    steps per environment), the agent trains on all of it, the buffer is emptied; while
+    keep_going(iterations, steps). The greedy policy is evaluated on the protocol's schedule."""
+    import tensorflow as tf
+    from tf_agents.drivers import dynamic_episode_driver
+    from tf_agents.replay_buffers import tf_uniform_replay_buffer
+    from tf_agents.utils import common
+
+    replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+        data_spec=agent.collect_data_spec, batch_size=train_env.batch_size, max_length=max_length)
+    steps = tf.Variable(0, dtype=tf.int64)
+
+    def count(trajectory):
+        return steps.assign_add(tf.reduce_sum(tf.cast(~trajectory.is_boundary(), tf.int64)))
+
+    driver = dynamic_episode_driver.DynamicEpisodeDriver(
+        train_env, agent.collect_policy, observers=[replay_buffer.add_batch, count], num_episodes=episodes)
+    driver.run = common.function(driver.run)
+    agent.train = common.function(agent.train)
+
+    greedy = tf.function(lambda observation: tf.argmax(
+        actor_net(observation, step_type=None, network_state=())[0].logits_parameter(), axis=-1))
+    clock = Clock(lambda observation: greedy(observation).numpy(), seed)
+    iterations = 0
+    while keep_going(iterations, int(steps.numpy())):
+        driver.run()
+        agent.train(replay_buffer.gather_all())
+        replay_buffer.clear()
+        iterations += 1
+        clock.catch_up(int(steps.numpy()))
+    clock.train_seconds += time.perf_counter() - clock.started
+    return clock.result("tf_agents", int(steps.numpy()))
+
+
+def let_tf_agents_count_actions_under_numpy_2() -> None:
+    """tf-agents 0.19's CategoricalProjectionNetwork calls int() on np.unique(...), a
+    one-element array, which numpy 2.4 refuses; give that module a numpy whose unique()
+    returns an array that int() accepts (the arithmetic is unchanged)."""
+    import types
+
+    import numpy as np
+    from tf_agents.networks import categorical_projection_network
+
+    class Countable(np.ndarray):
+        def __int__(self):
+            return int(self.reshape(-1)[0])
+
+    shim = types.ModuleType("numpy_for_tf_agents")
+    shim.__dict__.update({name: getattr(np, name) for name in dir(np) if not name.startswith("__")})
+    shim.unique = lambda values, *args, **kwargs: np.unique(values, *args, **kwargs).view(Countable)
+    categorical_projection_network.np = shim
 
 
 def launch(script: str, agent: str, seed: int) -> dict | None:
@@ -143,6 +230,8 @@ def summarize(results: list[dict], agents: list[str], ratios: list[tuple[str, st
     for reference, own in ratios:
         if reference in medians and own in medians:
             print(f"median seconds to 475: {reference} / {own} = {medians[reference] / medians[own]:.1f}x")
+            speeds = [median([r["steps_per_second"] for r in results if r["agent"] == a]) for a in (own, reference)]
+            print(f"median steps per second: {own} / {reference} = {speeds[0] / speeds[1]:.1f}x")
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_runs import EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES, Clock, main, ours, tf_agents_cartpole  # noqa: E402
+from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES, Clock, main, ours, sb3_run,  # noqa: E402
+                           tf_agents_cartpole)
 
 
 def run_ours(seed: int) -> dict:
@@ -90,8 +91,7 @@ def run_tf_agents(seed: int) -> dict:
         experience, _ = next(iterator)
         agent.train(experience)
         steps += 1
-        if steps % EVAL_EVERY == 0:
-            clock.evaluate(steps)
+        clock.catch_up(steps)
     clock.train_seconds += time.perf_counter() - clock.started
     return clock.result("tf_agents", steps)
 
@@ -100,25 +100,13 @@ def run_sb3(seed: int) -> dict:
     import gymnasium as gym
     import torch
     from stable_baselines3 import DQN
-    from stable_baselines3.common.callbacks import BaseCallback
 
     torch.set_num_threads(1)
     model = DQN("MlpPolicy", gym.make("CartPole-v1"), learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
                 learning_starts=1_000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
                 exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]},
                 seed=seed, device="cpu", verbose=0)
-    clock = Clock(lambda observation: model.predict(observation, deterministic=True)[0], seed)
-
-    class Evaluate(BaseCallback):
-        def _on_step(self) -> bool:
-            if self.num_timesteps % EVAL_EVERY == 0:
-                clock.evaluate(self.num_timesteps)
-            return True
-
-    clock.started = time.perf_counter()
-    model.learn(50_000, callback=Evaluate())
-    clock.train_seconds += time.perf_counter() - clock.started
-    return clock.result("sb3", 50_000)
+    return sb3_run(model, seed, 50_000)
 
 
 RUNNERS = {"ours": run_ours, "tf_agents": run_tf_agents, "sb3": run_sb3}

@@ -22,11 +22,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_runs import EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES, Clock, main, ours, tf_agents_cartpole  # noqa: E402
+from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES,  # noqa: E402
+                           let_tf_agents_count_actions_under_numpy_2, main, ours, sb3_run, tf_agents_cartpole,
+                           tf_agents_episodes_run)
 
 
 def run_ours(algorithm: str, seed: int) -> dict:
@@ -39,34 +40,12 @@ def run_ours(algorithm: str, seed: int) -> dict:
     return ours(f"ours_{algorithm}", run_dir, seed)
 
 
-def _let_tf_agents_count_actions_under_numpy_2() -> None:
-    """tf-agents 0.19's CategoricalProjectionNetwork calls int() on np.unique(...), a
-    one-element array, which numpy 2.4 refuses; give that module a numpy whose unique()
-    returns an array that int() accepts (the arithmetic is unchanged)."""
-    import types
-
-    import numpy as np
-    from tf_agents.networks import categorical_projection_network
-
-    class Countable(np.ndarray):
-        def __int__(self):
-            return int(self.reshape(-1)[0])
-
-    shim = types.ModuleType("numpy_for_tf_agents")
-    shim.__dict__.update({name: getattr(np, name) for name in dir(np) if not name.startswith("__")})
-    shim.unique = lambda values, *args, **kwargs: np.unique(values, *args, **kwargs).view(Countable)
-    categorical_projection_network.np = shim
-
-
 def run_tf_agents(seed: int) -> dict:
     import tensorflow as tf
     from tf_agents.agents.reinforce import reinforce_agent
-    from tf_agents.drivers import dynamic_episode_driver
     from tf_agents.networks import actor_distribution_network
-    from tf_agents.replay_buffers import tf_uniform_replay_buffer
-    from tf_agents.utils import common
 
-    _let_tf_agents_count_actions_under_numpy_2()
+    let_tf_agents_count_actions_under_numpy_2()
     tf.random.set_seed(seed)
     train_env = tf_agents_cartpole(seed)
     actor_net = actor_distribution_network.ActorDistributionNetwork(
@@ -76,59 +55,19 @@ def run_tf_agents(seed: int) -> dict:
         optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3), normalize_returns=True,
         train_step_counter=tf.Variable(0, dtype=tf.int64))
     agent.initialize()
-    replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-        data_spec=agent.collect_data_spec, batch_size=train_env.batch_size, max_length=2000)
-    steps = tf.Variable(0, dtype=tf.int64)
-
-    def count(trajectory):
-        return steps.assign_add(tf.reduce_sum(tf.cast(~trajectory.is_boundary(), tf.int64)))
-
-    driver = dynamic_episode_driver.DynamicEpisodeDriver(
-        train_env, agent.collect_policy, observers=[replay_buffer.add_batch, count], num_episodes=2)
-    driver.run = common.function(driver.run)
-    agent.train = common.function(agent.train)
-
-    greedy = tf.function(lambda observation: tf.argmax(
-        actor_net(observation, step_type=None, network_state=())[0].logits_parameter(), axis=-1))
-    clock = Clock(lambda observation: greedy(observation).numpy(), seed)
-    next_eval = EVAL_EVERY
-    for _ in range(250):
-        driver.run()
-        agent.train(replay_buffer.gather_all())
-        replay_buffer.clear()
-        while int(steps.numpy()) >= next_eval:
-            clock.evaluate(next_eval)
-            next_eval += EVAL_EVERY
-    clock.train_seconds += time.perf_counter() - clock.started
-    return clock.result("tf_agents", int(steps.numpy()))
+    return tf_agents_episodes_run(agent, actor_net, train_env, seed, episodes=2, max_length=2000,
+                                  keep_going=lambda iterations, steps: iterations < 250)
 
 
 def run_sb3(seed: int) -> dict:
     import torch
     from stable_baselines3 import A2C
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(1)
     model = A2C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=seed), ent_coef=0.0, seed=seed,
                 device="cpu", verbose=0)
-    clock = Clock(lambda observation: model.predict(observation, deterministic=True)[0], seed)
-
-    class Evaluate(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.next_eval = EVAL_EVERY
-
-        def _on_step(self) -> bool:
-            while self.num_timesteps >= self.next_eval:
-                clock.evaluate(self.next_eval)
-                self.next_eval += EVAL_EVERY
-            return True
-
-    clock.started = time.perf_counter()
-    model.learn(100_000, callback=Evaluate())
-    clock.train_seconds += time.perf_counter() - clock.started
-    return clock.result("sb3", 100_000)
+    return sb3_run(model, seed, 100_000)
 
 
 RUNNERS = {

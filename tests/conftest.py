@@ -103,6 +103,23 @@ def pg_export(pg_smoke_runs, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def ppo_run(tmp_path_factory):
+    """PPO's `smoke` preset (CartPole-v1) trained once: (run_dir, metrics)."""
+    from training import ppo
+
+    run_dir = tmp_path_factory.mktemp("ppo-smoke") / "run"
+    return run_dir, ppo.train(ppo.smoke(), run_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ppo_export(ppo_run, tmp_path_factory):
+    """The PPO smoke run exported once: (run_dir, MODELS/cartpole_ppo/1)."""
+    from export.savedmodel import export_run
+
+    return ppo_run[0], export_run(ppo_run[0], tmp_path_factory.mktemp("ppo-models"), "cartpole_ppo")
+
+
+@pytest.fixture(scope="session")
 def pendulum_export(tmp_path_factory):
     """A short A2C run on Pendulum-v1 (a Gaussian policy), exported: (run_dir, version_dir)."""
     from export.savedmodel import export_run

@@ -136,21 +136,44 @@ def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
     return config, args
 
 
+def use_threads(threads: int) -> None:
+    """Give TensorFlow's inter- and intra-op pools `threads` threads each (0: its default, one
+    per core), unless its runtime already started in this process (a test, a notebook)."""
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass
+
+
 def run_command(argv: list[str] | None, prog: str, description: str, presets: dict[str, Callable[[], Config]],
                 default_preset: str, train: Callable[..., dict], *,
-                hidden: frozenset[str] = frozenset()) -> tuple[dict, Path]:
+                hidden: frozenset[str] = frozenset(), threads: int | None = None) -> tuple[dict, Path]:
     """`python -m training FAMILY --preset NAME --key=value ... --out RUN_DIR [--no_progress]`:
     parse, then `train(config, out, progress=...)`; (its metrics, the run directory).
 
+    `threads`, if given, adds `--threads` with that default: TensorFlow's threads per pool, a
+    choice of speed that leaves the run unchanged (so not a config field a resume compares).
     A UserError (bad data, a run directory holding another run, damaged checkpoints, an
     unusable --out) exits with status 2 and its one sentence.
     """
     parser = argparse.ArgumentParser(prog=f"python -m training {prog}", description=description)
     parser.add_argument("--out", required=True, help="run directory (created; resumed if it exists)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    if threads is not None:
+        parser.add_argument("--threads", type=int, default=threads,
+                            help="TensorFlow's threads per pool, a matter of speed only (0: TensorFlow's "
+                                 "default, one per core; default: %(default)s)")
     config, args = parse_config(argv, parser, presets, default_preset, hidden=hidden)
+    if threads is not None and args.threads < 0:
+        parser.error(f"--threads must be 0 or more, got {args.threads}")
     try:
         checked_directory(args.out)  # before any data or environment is loaded
+        if threads is not None:
+            use_threads(args.threads)
         return train(config, args.out, progress=not args.no_progress), Path(args.out)
     except UserError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -505,7 +505,9 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> dic
 
 def main(algorithm: str, argv: list[str] | None = None) -> int:
     """`python -m training ALGORITHM`: parse, train, print the final greedy return."""
-    metrics, _ = run_command(argv, algorithm, f"Train a {algorithm} agent on a gymnasium environment.",
+    in_graph = (" (--env_backend=tf: the whole run in one TensorFlow graph, many seeds at once; "
+                "--env_backend=tf --help lists its options)") if algorithm == "a2c" else ""
+    metrics, _ = run_command(argv, algorithm, f"Train a {algorithm} agent on a gymnasium environment{in_graph}.",
                              presets(algorithm), "cartpole", train, hidden=DERIVED)
     print(f"final greedy return {metrics['final_eval_return']:.1f} over {metrics['final_eval_episodes']} episodes; "
           f"{metrics['steps']} steps in {metrics['train_seconds']:.1f} s of training")
@@ -524,4 +526,8 @@ def main_reinforce_baseline(argv: list[str] | None = None) -> int:
 
 
 def main_a2c(argv: list[str] | None = None) -> int:
-    return main("a2c", argv)
+    """`python -m training a2c`; with `--env_backend=tf`, the whole run in one graph (training/ingraph.py)."""
+    from training import ingraph
+
+    backend, argv = ingraph.split_backend(argv)
+    return ingraph.main("a2c", argv) if backend == "tf" else main("a2c", argv)

@@ -88,3 +88,26 @@ def learning_curves(history: Sequence[dict], keys: Sequence[str], path: Path, ti
     ax.set_title(title)
     fig.savefig(path, bbox_inches="tight", dpi=80)
     plt.close(fig)
+
+
+def seeds_band(curves: dict, path: Path, title: str) -> None:
+    """Mean over seeds with the range (min to max) shaded, and each seed's thin line, from
+    {seed: [(step, value), ...]}; the mean and range at a step use the seeds evaluated there."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    by_step: dict = {}
+    for seed, points in curves.items():
+        if points:
+            ax.plot(*zip(*points), color="grey", alpha=0.35, linewidth=0.8)
+        for step, value in points:
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    values = [np.array(by_step[s]) for s in steps]
+    ax.fill_between(steps, [v.min() for v in values], [v.max() for v in values], alpha=0.25,
+                    label=f"range over {len(curves)} seeds")
+    ax.plot(steps, [v.mean() for v in values], linewidth=2, label="mean")
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.savefig(path, bbox_inches="tight", dpi=80)
+    plt.close(fig)

@@ -3,7 +3,7 @@
     python -m training ppo --preset cartpole --out runs/ppo
     python -m training ppo --preset acrobot --out runs/ppo-acrobot
     python -m training ppo --preset pendulum --out runs/ppo-pendulum
-    python -m training ppo --env LunarLander-v3 --total_steps 500000 --out runs/ppo-lunar
+    python -m training ppo --help     # every option (--env, --num_envs, --clip_value, ...), with its meaning
 
 Order of work, as CleanRL's ppo.py: environments -> policy and critic (zoo's
 PolicyNetwork), optimizer -> loop (a rollout of num_envs x n_steps -> GAE(lambda) ->
@@ -79,7 +79,7 @@ class PPOConfig(RLOptions):
     seed: int = 0
     """Seed of initialisation, sampling, minibatch order and environment resets."""
     jit_compile: bool = False
-    """Compile the update with XLA."""
+    """Compile the update with XLA (its compile outweighs what it saves in the presets' runs: docs/ppo.md)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -107,13 +107,13 @@ class PPOConfig(RLOptions):
 
 
 def cartpole() -> PPOConfig:
-    """CartPole-v1 with RL-Zoo's tuned PPO settings: 8 environments x 32 steps, 20 epochs of one
-    minibatch of 256, gamma 0.98, lambda 0.8, no entropy bonus, step size 1e-3 and clip range
-    0.2 both annealed linearly to 0, for 50,000 steps instead of RL-Zoo's 100,000 (docs/ppo.md
-    says how that budget was chosen)."""
+    """CartPole-v1 with RL-Zoo's tuned PPO settings, unchanged: 8 environments x 32 steps, 20
+    epochs of one minibatch of 256, gamma 0.98, lambda 0.8, no entropy bonus, step size 1e-3
+    and clip range 0.2 both annealed linearly to 0 over 100,000 steps (docs/ppo.md: why not
+    fewer)."""
     return PPOConfig(num_envs=8, n_steps=32, update_epochs=20, num_minibatches=1, gamma=0.98, gae_lambda=0.8,
                      learning_rate=1e-3, anneal_learning_rate=True, clip_ratio=0.2, anneal_clip_ratio=True,
-                     total_steps=50_000, eval_every=5_000, checkpoint_every=10_000)
+                     total_steps=100_000, eval_every=10_000, checkpoint_every=25_000)
 
 
 def acrobot() -> PPOConfig:
@@ -153,8 +153,9 @@ def make_update(network: PolicyNetwork, optimizer: FusedAdam, config: PPOConfig)
     weights. `weights` masks out the steps that only reset an environment; `seed` ([2] int64)
     draws the minibatches' order.
 
-    Its concrete function, called directly: one call per rollout instead of one per
-    minibatch (each call from Python costs about 0.3 ms of binding and dispatch).
+    Its concrete function, called directly, once per rollout rather than once per minibatch
+    (docs/ppo.md measures both). With one minibatch the whole rollout is used as it is: the
+    order of a full batch does not change its gradient.
     """
     variables = network.trainable_variables
     model = config.model
@@ -168,22 +169,22 @@ def make_update(network: PolicyNetwork, optimizer: FusedAdam, config: PPOConfig)
     @tf.function(jit_compile=config.jit_compile, autograph=False, input_signature=signature)
     def update(observation, action, advantage, target, old_value, weight, clip_ratio, seed):
         old_log_prob = network.distribution(network(observation)).log_prob(action)  # [n], before any step
+        rollout = (observation, action, advantage, target, old_value, old_log_prob, weight)
         order = tf.argsort(tf.random.stateless_uniform([config.update_epochs, n], seed), axis=-1)  # [epochs, n]
         order = tf.reshape(order, [-1, size])  # [epochs * minibatches, size]: every minibatch's indices
 
         def minibatch(i, totals):
-            index = order[i]  # [size]
-            w = tf.gather(weight, index)
-            a = tf.gather(advantage, index)
+            if config.num_minibatches > 1:
+                o, a, adv, g, v, log_p, w = [tf.gather(x, order[i]) for x in rollout]
+            else:  # the whole rollout, whose order does not change the gradient
+                o, a, adv, g, v, log_p, w = rollout
             if config.normalize_advantages:
-                a = normalize_advantages(a, w)
+                adv = normalize_advantages(adv, w)
             with tf.GradientTape() as tape:
-                outputs = network(tf.gather(observation, index))
+                outputs = network(o)
                 distribution = network.distribution(outputs)
-                terms = ppo_loss(distribution.log_prob(tf.gather(action, index)), tf.gather(old_log_prob, index),
-                                 a, distribution.entropy(), outputs["value"], tf.gather(old_value, index),
-                                 tf.gather(target, index), clip_ratio, config.clip_value, config.value_weight,
-                                 config.entropy_weight, w)
+                terms = ppo_loss(distribution.log_prob(a), log_p, adv, distribution.entropy(), outputs["value"], v, g,
+                                 clip_ratio, config.clip_value, config.value_weight, config.entropy_weight, w)
             optimizer.apply(tape.gradient(terms["loss"], variables), variables)
             return i + 1, {name: totals[name] + terms[name] for name in TERMS}
 
@@ -235,8 +236,8 @@ def train(config: PPOConfig, out: str | Path, *, progress: bool = True) -> dict:
     observations = np.zeros((*shape, *model_config.observation_shape), np.float32)
     actions = np.zeros((*shape, model_config.num_actions) if continuous else shape,
                        np.float32 if continuous else np.int32)
-    rewards, values, final_values = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    terminated, truncated, weights = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, np.float32)
+    rewards, values, final_values, weights = (np.zeros(shape, np.float32) for _ in range(4))
+    terminated, truncated = np.zeros(shape, bool), np.zeros(shape, bool)
 
     while step < config.total_steps and not evaluator.stopped:
         previous = step
@@ -286,9 +287,16 @@ def train(config: PPOConfig, out: str | Path, *, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training ppo`: parse, train, print the final greedy return."""
-    metrics, _ = run_command(argv, "ppo", "Train a PPO agent on a gymnasium environment.", PRESETS, "cartpole",
-                             train, hidden=DERIVED)
+    """`python -m training ppo`: parse, train, print the final greedy return; with
+    `--env_backend=tf`, the whole run in one graph instead (training/ingraph.py)."""
+    from training import ingraph
+
+    backend, argv = ingraph.split_backend(argv)
+    if backend == "tf":
+        return ingraph.main("ppo", argv)
+    metrics, _ = run_command(argv, "ppo", "Train a PPO agent on a gymnasium environment (--env_backend=tf: the "
+                             "whole run in one TensorFlow graph, many seeds at once; --env_backend=tf --help "
+                             "lists its options).", PRESETS, "cartpole", train, hidden=DERIVED, threads=1)
     print(f"final greedy return {metrics['final_eval_return']:.1f} over {metrics['final_eval_episodes']} episodes; "
           f"{metrics['steps']} steps in {metrics['train_seconds']:.1f} s of training")
     return 0

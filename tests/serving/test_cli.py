@@ -134,10 +134,11 @@ def test_query_sample_and_complete_on_a_pixelcnn(shared_server, tmp_path, capsys
         np.testing.assert_array_equal(completed[1, :20], images[1, :20])
 
 
-def test_query_play_runs_policy_exports_through_the_server(shared_server, dqn_run, pg_export, capsys):
+def test_query_play_runs_policy_exports_through_the_server(shared_server, dqn_run, pg_export, ppo_export, capsys):
     """The README's `query play`: a DQN export plays exactly as the trained network; a sampling
     policy-gradient export (seeded: the same seed plays the same game), its greedy signature
-    (exactly the trained network's play), and a Gaussian policy's torques."""
+    (exactly the trained network's play), a Gaussian policy's torques, and a PPO export as the
+    policy-gradient one."""
     from export.savedmodel import load_run
     from tests.export.test_policy_export import greedy_returns
 
@@ -157,3 +158,9 @@ def test_query_play_runs_policy_exports_through_the_server(shared_server, dqn_ru
     assert greedy == greedy_returns(load_run(pg_export[0])[0], [3, 4])[0]
     pendulum = play("--model=pendulum_a2c", "--env=Pendulum-v1")
     assert len(pendulum) == 2 and all(-2000 < r < 0 for r in pendulum)  # 200 steps of torque costs
+
+    ppo_greedy = play("--model=cartpole_ppo", "--seed=3", "--signature=greedy")
+    assert ppo_greedy == greedy_returns(load_run(ppo_export[0])[0], [3, 4])[0]
+    ppo_sampled = play("--model=cartpole_ppo", "--seed=3")
+    assert play("--model=cartpole_ppo", "--seed=3") == ppo_sampled
+    assert min(ppo_sampled) > 60  # the smoke run's sampling policy; a random one lasts about 22 steps

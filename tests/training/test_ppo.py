@@ -17,13 +17,6 @@ from tests.training.test_dqn import without_wall_clock
 from training import ppo
 
 
-@pytest.fixture(scope="module")
-def ppo_run(tmp_path_factory):
-    """The smoke preset trained once: (run_dir, metrics)."""
-    run_dir = tmp_path_factory.mktemp("ppo") / "run"
-    return run_dir, ppo.train(ppo.smoke(), run_dir, progress=False)
-
-
 def test_smoke_run_learns_cartpole(ppo_run):
     run_dir, metrics = ppo_run
     history = json.loads((run_dir / "history.json").read_text())
@@ -87,9 +80,10 @@ def _session_player(version_dir):
     return run, session
 
 
-def test_export_plays_cartpole_through_the_policy_signatures(ppo_run, tmp_path):
-    run_dir, metrics = ppo_run
-    version_dir = export_run(run_dir, tmp_path / "models", "cartpole_ppo")
+def test_export_plays_cartpole_through_the_policy_signatures(ppo_run, ppo_export):
+    """Exported like A2C (tests/serving/test_cli.py plays it through the server)."""
+    metrics = ppo_run[1]
+    run_dir, version_dir = ppo_export
     # the session-based loader's verdict (a PPO export is an A2C one: the same PolicyNetwork and
     # writer, whose exports tests/export also puts through the reference checker)
     _, results = verify(version_dir)
@@ -108,24 +102,41 @@ def test_export_plays_cartpole_through_the_policy_signatures(ppo_run, tmp_path):
         while not done:
             batch = observation[None].astype(np.float32)
             if name == "greedy":
-                action = run(name, {"observation": batch})["action"]
+                inputs = {"observation": batch}
             elif name == "action":  # tf-agents' signature: the greedy action of a TimeStep
-                action = run(name, {"0/observation": batch, "0/step_type": np.ones(1, np.int32),
-                                    "0/reward": np.zeros(1, np.float32), "0/discount": np.ones(1, np.float32)})["action"]
+                inputs = {"0/observation": batch, "0/step_type": np.ones(1, np.int32),
+                          "0/reward": np.zeros(1, np.float32), "0/discount": np.ones(1, np.float32)}
             else:  # sampled, one seed per step
-                action = run(name, {"observation": batch, "seed": np.array([t], np.int64)})["action"]
+                inputs = {"observation": batch, "seed": np.array([t], np.int64)}
+            action = run(name, inputs)["action"]
             observation, reward, terminated, truncated, _ = env.step(int(action[0]))
             total, done, t = total + reward, terminated or truncated, t + 1
         if name in ("greedy", "action"):
             assert total == expected
         else:  # sampling: far better than a random policy's 22 or so
             assert total > 60
+    observation = np.random.default_rng(0).normal(scale=0.1, size=(6, 4)).astype(np.float32)
+    outputs = model(observation)
+    np.testing.assert_allclose(run("probabilities", {"observation": observation})["probabilities"],
+                               tf.nn.softmax(outputs["logits"]).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(run("value", {"observation": observation})["value"], outputs["value"].numpy(),
+                               rtol=1e-5)
     session.close()
+
+
+def test_a_gaussian_ppo_policy_exports_its_distribution(tmp_path):
+    """Pendulum's PPO (a few updates on tiny rollouts) exports as A2C's Gaussian policy does."""
+    config = dataclasses.replace(ppo.pendulum(), n_steps=16, num_minibatches=1, total_steps=128, eval_every=128,
+                                 eval_episodes=1, final_eval_episodes=1)
+    ppo.train(config, tmp_path / "run", progress=False)
+    _, results = verify(export_run(tmp_path / "run", tmp_path / "models", "pendulum_ppo"))
+    assert {r.name for r in results} == {"serving_default", "greedy", "distribution", "value", *TF_AGENTS_SIGNATURES}
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cartpole_preset_ends_its_full_budget_at_475(seed, tmp_path):
     metrics = ppo.train(dataclasses.replace(ppo.cartpole(), seed=seed), tmp_path, progress=False)
-    assert not metrics["stopped_early"] and metrics["steps"] >= 50_000
+    assert not metrics["stopped_early"] and metrics["steps"] >= 100_000
     assert metrics["final_eval_return"] >= 475, metrics  # 20 fresh greedy episodes
