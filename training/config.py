@@ -93,11 +93,16 @@ def _flat_fields(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[tup
     return flat
 
 
-def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
-    if len(path) == 1:
-        return dataclasses.replace(config, **{path[0]: value})
-    inner = _replace(getattr(config, path[0]), path[1:], value)
-    return dataclasses.replace(config, **{path[0]: inner})
+def _replace(config: Any, changes: dict[tuple[str, ...], Any]) -> Any:
+    """`config` with every (path of attribute names -> value) change made at once: each
+    (nested) dataclass is rebuilt a single time, so a check that spans two fields sees both."""
+    own = {path[0]: value for path, value in changes.items() if len(path) == 1}
+    nested: dict[str, dict[tuple[str, ...], Any]] = {}
+    for path, value in changes.items():
+        if len(path) > 1:
+            nested.setdefault(path[0], {})[path[1:]] = value
+    own.update({name: _replace(getattr(config, name), inner) for name, inner in nested.items()})
+    return dataclasses.replace(config, **own)
 
 
 def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
@@ -120,14 +125,14 @@ def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
                            metavar=(None if choices else convert.__name__.upper().replace(" ", "_")),
                            help=help_text)
     args = parser.parse_args(argv)
-    config = presets[args.preset]()
-    for name, (path, _, _) in fields.items():
-        if hasattr(args, name):
-            try:
-                config = _replace(config, path, getattr(args, name))
-            except ValueError as error:  # __post_init__ validation
-                parser.error(f"--{name}: {error}")
-            delattr(args, name)
+    given = {name: path for name, (path, _, _) in fields.items() if hasattr(args, name)}
+    try:
+        config = _replace(presets[args.preset](), {path: getattr(args, name) for name, path in given.items()})
+    except ValueError as error:  # __post_init__ validation: name the options it is about
+        named = [f"--{name}" for name in given if name in str(error)] or [f"--{name}" for name in given]
+        parser.error(f"{', '.join(named)}: {error}")
+    for name in given:
+        delattr(args, name)
     return config, args
 
 
