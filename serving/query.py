@@ -125,7 +125,8 @@ def _read_image(client, args, parser, signature: str, path: str) -> np.ndarray:
     from PIL import Image
 
     if signature not in (signatures := client.metadata(args.model)):
-        parser.error(f"{args.model} has no signature {signature!r}; it has {', '.join(sorted(signatures))}")
+        names = ", ".join(sorted(name for name in signatures if not name.startswith("__")))
+        parser.error(f"{args.model} has no signature {signature!r}; it has {names}")
     dims = [d.size for d in signatures[signature].inputs["images"].tensor_shape.dim]
     height, width, channels = dims[1:]
     try:

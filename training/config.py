@@ -125,15 +125,26 @@ def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
                            metavar=(None if choices else convert.__name__.upper().replace(" ", "_")),
                            help=help_text)
     args = parser.parse_args(argv)
-    given = {name: path for name, (path, _, _) in fields.items() if hasattr(args, name)}
+    changes = {name: (path, getattr(args, name)) for name, (path, _, _) in fields.items() if hasattr(args, name)}
     try:
-        config = _replace(presets[args.preset](), {path: getattr(args, name) for name, path in given.items()})
-    except ValueError as error:  # __post_init__ validation: name the options it is about
-        named = [f"--{name}" for name in given if name in str(error)] or [f"--{name}" for name in given]
-        parser.error(f"{', '.join(named)}: {error}")
-    for name in given:
+        config = _replace(presets[args.preset](), dict(changes.values()))
+    except ValueError as error:  # __post_init__ validation: name the first option the preset refuses with it
+        names = list(changes)
+        culprit = next((name for count, name in enumerate(names, 1) if _refused(
+            presets[args.preset], [changes[n] for n in names[:count]])), names[-1] if names else "preset")
+        parser.error(f"--{culprit}: {error}")
+    for name in changes:
         delattr(args, name)
     return config, args
+
+
+def _refused(preset: Callable[[], Config], changes: list[tuple[tuple[str, ...], Any]]) -> bool:
+    """Whether the preset's config refuses these changes made together."""
+    try:
+        _replace(preset(), dict(changes))
+    except ValueError:
+        return True
+    return False
 
 
 def run_command(argv: list[str] | None, prog: str, description: str, presets: dict[str, Callable[[], Config]],

@@ -50,9 +50,9 @@ class TrainConfig(ImageRunOptions):
 
 
 def smoke() -> TrainConfig:
-    """For tests: small networks, 2 epochs."""
-    return TrainConfig(model=CVAEConfig(latent_dim=4, hidden_units=(64,)), epochs=2, batch_size=100, iw_samples=8,
-                       completions=3)
+    """For tests: small networks, 5 epochs on the 8x8 digits."""
+    return TrainConfig(model=CVAEConfig(latent_dim=4, hidden_units=(64,)), data="digits", epochs=5, batch_size=50,
+                       iw_samples=8, completions=3)
 
 
 def demo() -> TrainConfig:

@@ -37,9 +37,11 @@ def load_vae(run_dir: Path) -> tuple[VAE, np.ndarray, np.ndarray | None]:
         model, info = load_run(run_dir)
     except ExportError as error:
         raise UserError(str(error)) from None
-    if info["family"] != "vae" or model.config.kind != "vae" or model.config.latent != "gaussian":
-        raise UserError(f"{run_dir} holds a {info['family']} run ({getattr(model.config, 'kind', '')}); expected a "
-                        f"VAE with a Gaussian latent (python -m training vae ...)")
+    if info["family"] != "vae":
+        raise UserError(f"{run_dir} holds a {info['family']} run; expected a VAE run (python -m training vae ...)")
+    if model.config.kind != "vae" or model.config.latent != "gaussian":
+        raise UserError(f"{run_dir} holds a {model.config.kind} with a {model.config.latent} latent; expected a "
+                        f"VAE with a Gaussian latent")
     options = info["run"].config
     data = load_images(options["data"])
     images = image_loop.binarized(data.test_images, options["seed"] + 1) if options["binarize"] else data.test_images
@@ -62,6 +64,8 @@ class EstimatorsConfig:
     """The VAE preset trained once with each estimator."""
     train_samples: int = 4
     """M of both training runs (the score function's leave-one-out baseline needs 2 or more)."""
+    epochs: int = 0
+    """Epochs of both training runs; 0 keeps the base preset's."""
     samples: tuple[int, ...] = (2, 4, 8, 16, 32)
     """The values of M at which the gradient variance is measured."""
     draws: int = 200
@@ -74,6 +78,8 @@ class EstimatorsConfig:
     def __post_init__(self):
         if self.train_samples < 2 or min(self.samples, default=0) < 2:
             raise ValueError("train_samples and samples must be at least 2 (the leave-one-out baseline)")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be 0 (the preset's) or more, got {self.epochs}")
         if self.draws < 2 or self.batch < 1:
             raise ValueError(f"draws must be at least 2 and batch at least 1, got {self.draws} and {self.batch}")
 
@@ -91,8 +97,9 @@ def compare_estimators(config: EstimatorsConfig, out: str | Path, *, progress: b
     trained = {}
     for estimator in ESTIMATORS:
         preset = vae.PRESETS[config.base]()
-        preset = dataclasses.replace(preset, seed=config.seed, model=dataclasses.replace(
-            preset.model, gradient_estimator=estimator, estimator_samples=config.train_samples))
+        preset = dataclasses.replace(preset, seed=config.seed, epochs=config.epochs or preset.epochs,
+                                     model=dataclasses.replace(preset.model, gradient_estimator=estimator,
+                                                               estimator_samples=config.train_samples))
         metrics = vae.train(preset, run.directory / estimator, progress=progress)
         trained[estimator] = {key: metrics[key] for key in ("test_negative_elbo", "test_iw_nll", "test_rate")}
         print(f"{estimator}: held-out -ELBO {metrics['test_negative_elbo']:.2f}, NLL <= {metrics['test_iw_nll']:.2f}"
@@ -291,6 +298,8 @@ class LatentDimsConfig:
     """Latent dimensions, one run each."""
     hidden_units: tuple[int, ...] = (256,)
     """Dense layers of the encoder and decoder."""
+    data: str = "mnist"
+    """The image data set (as the vae command's --data)."""
     epochs: int = 50
     """Passes over the training digits per run."""
     seed: int = 0
@@ -305,7 +314,8 @@ def latent_dims(config: LatentDimsConfig, out: str | Path, *, progress: bool = F
     panels, metrics = [], {}
     for d in config.dims:
         options = vae.TrainConfig(model=vae.VAEConfig(architecture="mlp", latent_dim=d, hidden_units=config.hidden_units),
-                                  epochs=config.epochs, batch_size=100, iw_samples=100, seed=config.seed)
+                                  data=config.data, epochs=config.epochs, batch_size=100, iw_samples=100,
+                                  seed=config.seed)
         result = vae.train(options, run.directory / f"d-{d}", progress=progress)
         metrics[f"d={d}"] = {key: result[key] for key in ("test_negative_elbo", "test_iw_nll", "test_rate")}
         model, _, _ = load_vae(run.directory / f"d-{d}")
@@ -326,6 +336,8 @@ class LossBalanceConfig:
     """Dimension of z."""
     hidden_units: tuple[int, ...] = (256,)
     """Dense layers of the encoder and decoder."""
+    data: str = "mnist"
+    """The image data set (as the vae command's --data)."""
     epochs: int = 30
     """Passes over the training digits per run."""
     seed: int = 0
@@ -343,7 +355,8 @@ def loss_balance(config: LossBalanceConfig, out: str | Path, *, progress: bool =
     for beta in config.betas:
         options = vae.TrainConfig(model=vae.VAEConfig(architecture="mlp", latent_dim=config.latent_dim,
                                                       hidden_units=config.hidden_units, beta=beta),
-                                  epochs=config.epochs, batch_size=100, iw_samples=100, seed=config.seed)
+                                  data=config.data, epochs=config.epochs, batch_size=100, iw_samples=100,
+                                  seed=config.seed)
         result = vae.train(options, run.directory / f"beta-{beta:g}", progress=progress)
         metrics[f"beta={beta:g}"] = {"latent_loss": result["test_rate"], "reconstruction_loss": result["test_distortion"],
                                      "test_negative_elbo": result["test_negative_elbo"]}

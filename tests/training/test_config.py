@@ -41,3 +41,19 @@ def test_bad_options_exit_2_with_one_sentence(argv, message, capsys):
         parse(*argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--gradient_estimator=score_function", "--estimator_samples=4"],
+    ["--estimator_samples=4", "--gradient_estimator=score_function"],
+    ["--latent=bernoulli", "--gradient_estimator=score_function", "--estimator_samples=2"],
+])
+def test_overrides_that_depend_on_each_other_apply_together_in_any_order(argv):
+    config = parse("--preset=smoke", *argv)
+    assert config.model.gradient_estimator == "score_function" and config.model.estimator_samples >= 2
+
+
+def test_a_check_across_fields_names_the_options_it_is_about(capsys):
+    with pytest.raises(SystemExit):
+        parse("--preset=smoke", "--gradient_estimator=score_function", "--beta=2")  # M = 1: no leave-one-out
+    assert "--gradient_estimator: the leave-one-out baseline needs estimator_samples >= 2" in capsys.readouterr().err
