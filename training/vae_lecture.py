@@ -164,7 +164,7 @@ class VIConfig:
     """First step size of the per-image Adam (it decays linearly to 0)."""
     refine_samples: int = 1
     """Posterior draws per step of each image's ELBO estimate."""
-    images: int = 500
+    images: int = 200
     """Held-out images (the first ones of the run's held-out split)."""
     batch_size: int = 100
     """Images fitted together (each has its own parameters; the batch only shares the decoder's passes)."""

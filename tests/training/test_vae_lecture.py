@@ -54,9 +54,10 @@ def test_vae_estimators_measures_the_score_functions_larger_variance(tmp_path, c
                        f"--out={out}"], capsys)
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "estimators.png").stat().st_size > 0
-    assert all(ratio > 10 for ratio in metrics["ratio"]), metrics["ratio"]
+    assert metrics["ratio"][0] > 10, metrics["ratio"]  # at M = 2
     variance = metrics["variance"]
-    assert variance["score_function"][1] < variance["score_function"][0]  # more draws, less variance
+    for estimator in ("reparameterized", "score_function"):
+        assert variance[estimator][1] < variance[estimator][0]  # 4 times the draws, less variance
     for estimator in ("reparameterized", "score_function"):
         assert (out / estimator / "metrics.json").exists()  # each an ordinary VAE run
         assert metrics["trained"][estimator]["test_negative_elbo"] < 300  # 543 nats untrained
