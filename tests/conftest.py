@@ -113,10 +113,10 @@ def nas_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def grey_vae_run(tmp_path_factory):
-    """The `grey` preset (the Gaussian decoder on the 8x8 grey digits) for 3 epochs, with an
+    """The `grey` preset (the Gaussian decoder on the 8x8 grey digits) for 20 epochs, with an
     `encode_refined` signature of 4 steps: (run_dir, metrics)."""
     run_dir = tmp_path_factory.mktemp("grey-vae") / "run"
-    return run_dir, train_run(run_dir, preset="grey", epochs=3, iw_samples=8, refine_steps=4)[1]
+    return run_dir, train_run(run_dir, preset="grey", epochs=20, iw_samples=8, refine_steps=4)[1]
 
 
 @pytest.fixture(scope="session")
