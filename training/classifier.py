@@ -41,9 +41,9 @@ class Schedule:
     """Adam steps on the head alone (encoder frozen) for the pretrained network."""
     finetune_steps: int = 300
     """Then Adam steps on every weight (the from-scratch network trains every weight for both phases)."""
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     """Adam step size of the head phase, and of the whole from-scratch run."""
-    finetune_learning_rate: float = 1e-4
+    finetune_learning_rate: float = 3e-4
     """Adam step size of the pretrained network's fine-tuning."""
     batch_size: int = 100
     """Labelled images per step (at most all of them)."""
