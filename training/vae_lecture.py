@@ -120,8 +120,9 @@ def compare_estimators(config: EstimatorsConfig, out: str | Path, *, progress: b
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for estimator in ESTIMATORS:
+        trained_elbo = trained[estimator]["test_negative_elbo"]
         ax.loglog(config.samples, variance[estimator], marker="o",
-                  label=f"{estimator.replace('_', ' ')} (trained: -ELBO {trained[estimator]['test_negative_elbo']:.1f})")
+                  label=f"{estimator.replace('_', ' ')} (trained: -ELBO {trained_elbo:.1f})")
     ax.set_xticks(config.samples, [str(m) for m in config.samples])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("M, posterior draws per image")
@@ -220,11 +221,13 @@ def amortization_gap(config: VIConfig, out: str | Path, *, progress: bool = Fals
         y = None if labels is None else tf.constant(labels[start:stop])
         seeds = tf.range(config.seed * 1_000_003 + start, config.seed * 1_000_003 + stop, dtype=tf.int64)
         mean, stddev = model.encode(x, y)
+
+        def fit(start_mean, start_stddev):  # decoder fixed; each image's own Adam on its own ELBO
+            return refine_posterior(model, x, y, start_mean, start_stddev, seeds, config.steps, config.learning_rate,
+                                    config.refine_samples)
+
         fits = {"encoder": {"mean": mean, "stddev": stddev},
-                "from_prior": refine_posterior(model, x, y, tf.zeros_like(mean), tf.ones_like(stddev), seeds, config.steps,
-                                     config.learning_rate, config.refine_samples),
-                "refined": refine_posterior(model, x, y, mean, stddev, seeds, config.steps, config.learning_rate,
-                                  config.refine_samples)}
+                "from_prior": fit(tf.zeros_like(mean), tf.ones_like(stddev)), "refined": fit(mean, stddev)}
         for way in traces:
             traces[way].append(fits[way]["elbo"].numpy())  # [steps, b]
         for way, fit in fits.items():
@@ -237,7 +240,8 @@ def amortization_gap(config: VIConfig, out: str | Path, *, progress: bool = Fals
         if progress:
             print(f"{stop}/{count} images", flush=True)
 
-    per_image = {way: {kind: np.concatenate(values) for kind, values in parts.items()} for way, parts in results.items()}
+    per_image = {way: {kind: np.concatenate(values) for kind, values in parts.items()}
+                 for way, parts in results.items()}
     best_elbo = np.maximum(per_image["from_prior"]["elbo"], per_image["refined"]["elbo"])
     log_px = np.max([per_image[way]["iw"] for way in WAYS], axis=0)
     counts = parameter_counts(model, count)
@@ -254,19 +258,26 @@ def amortization_gap(config: VIConfig, out: str | Path, *, progress: bool = Fals
         "latent_dim": model.config.latent_dim,
     }
 
+    draw_refinement({way: np.concatenate(trace, axis=1).mean(axis=1) for way, trace in traces.items()}, metrics,
+                    run.directory / "vae_vi.png")
+    return run.finish(metrics)
+
+
+def draw_refinement(curves: dict[str, np.ndarray], metrics: dict, path: Path) -> None:
+    """The mean ELBO estimate at each refinement step, from the prior and from the encoder,
+    against the encoder's own ELBO."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    for way, trace in traces.items():
-        ax.plot(np.arange(config.steps), np.concatenate(trace, axis=1).mean(axis=1), label=WAYS[way])
+    for way, curve in curves.items():
+        ax.plot(np.arange(len(curve)), curve, label=WAYS[way])
     ax.axhline(metrics["encoder_elbo"], color="k", linestyle="--", label=WAYS["encoder"])
     ax.set_ylim(metrics["encoder_elbo"] - 4 * max(metrics["amortization_gap"], 1.0), None)
     ax.set_xlabel("Adam step on each image's ELBO (decoder fixed)")
-    ax.set_ylabel(f"mean ELBO of {count} held-out images (nats)")
+    ax.set_ylabel(f"mean ELBO of {metrics['images']} held-out images (nats)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    ax.set_title(f"amortization gap {metrics['amortization_gap']:.2f} nats (d = {model.config.latent_dim})")
-    fig.savefig(run.directory / "vae_vi.png", bbox_inches="tight", dpi=80)
+    ax.set_title(f"amortization gap {metrics['amortization_gap']:.2f} nats (d = {metrics['latent_dim']})")
+    fig.savefig(path, bbox_inches="tight", dpi=80)
     plt.close(fig)
-    return run.finish(metrics)
 
 
 def main_vi(argv: list[str] | None = None) -> int:
@@ -313,7 +324,8 @@ def latent_dims(config: LatentDimsConfig, out: str | Path, *, progress: bool = F
         return run.metrics
     panels, metrics = [], {}
     for d in config.dims:
-        options = vae.TrainConfig(model=vae.VAEConfig(architecture="mlp", latent_dim=d, hidden_units=config.hidden_units),
+        model_config = vae.VAEConfig(architecture="mlp", latent_dim=d, hidden_units=config.hidden_units)
+        options = vae.TrainConfig(model=model_config,
                                   data=config.data, epochs=config.epochs, batch_size=100, iw_samples=100,
                                   seed=config.seed)
         result = vae.train(options, run.directory / f"d-{d}", progress=progress)
@@ -358,7 +370,8 @@ def loss_balance(config: LossBalanceConfig, out: str | Path, *, progress: bool =
                                   data=config.data, epochs=config.epochs, batch_size=100, iw_samples=100,
                                   seed=config.seed)
         result = vae.train(options, run.directory / f"beta-{beta:g}", progress=progress)
-        metrics[f"beta={beta:g}"] = {"latent_loss": result["test_rate"], "reconstruction_loss": result["test_distortion"],
+        metrics[f"beta={beta:g}"] = {"latent_loss": result["test_rate"],
+                                     "reconstruction_loss": result["test_distortion"],
                                      "test_negative_elbo": result["test_negative_elbo"]}
         model, images, _ = load_vae(run.directory / f"beta-{beta:g}")
         originals = images[:16]
