@@ -136,5 +136,5 @@ def classifier_runs(smoke_run, tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("ae-classifier") / "run"
     config = classifier.CompareConfig(encoder_from=str(smoke_run[0]), seeds=(0,),
-                                      schedule=classifier.Schedule(head_steps=40, finetune_steps=20))
+                                      schedule=classifier.Schedule(head_steps=100, finetune_steps=20))
     return run_dir, classifier.compare(config, run_dir)

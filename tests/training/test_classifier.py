@@ -24,7 +24,7 @@ def test_pretrained_and_scratch_runs(classifier_runs, smoke_run):
     assert summary["labels_per_class"] == 10 and summary["seeds"] == [0]
     for variant in ("pretrained", "scratch"):
         metrics = json.loads((run_dir / f"{variant}-0" / "metrics.json").read_text())
-        assert metrics["labelled_images"] == 100 and metrics["steps"] == 60
+        assert metrics["labelled_images"] == 100 and metrics["steps"] == 120
         assert metrics["test_accuracy"] == summary["accuracy"][variant][0] > 0.2  # 0.1 by chance
     # The pretrained classifier's encoder started as the VAE's; its head alone on the frozen
     # encoder already classifies (the 2-D code of the smoke VAE separates some digits).
