@@ -21,7 +21,7 @@ def test_smoke_preset_learns_and_writes_everything(cvae_run):
 
 def test_completions_of_several_runs_in_one_picture(cvae_run, pixelcnn_run, tmp_path, capsys):
     out = tmp_path / "completions.png"
-    assert main(["completions", f"--runs={cvae_run[0]}", str(cvae_run[0]), f"--out={out}", "--known_rows=4",
+    assert main(["completions", "--runs", str(cvae_run[0]), str(cvae_run[0]), f"--out={out}", "--known_rows=4",
                  "--images=3", "--completions=2"]) == 0
     assert out.stat().st_size > 0
     with pytest.raises(SystemExit) as exit_info:  # 8x8 digits against 28x28 ones
