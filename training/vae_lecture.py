@@ -378,21 +378,24 @@ def loss_balance(config: LossBalanceConfig, out: str | Path, *, progress: bool =
         reconstructed = model.decode(model.encode(originals)[0]).numpy()
         samples = model.sample(tf.range(16, dtype=tf.int64) + config.seed * 16).numpy()
         too = "latent" if beta > 1 else "reconstruction"
-        panels.append((f"too high {too} loss (beta = {beta:g}): KL {result['test_rate']:.1f}, "
-                       f"-log p(x|z) {result['test_distortion']:.1f}\nrows 1-2: held-out | 3-4: reconstructions | "
-                       f"5-6: samples", np.concatenate([originals, reconstructed, samples])))
+        title = f"too high {too} loss\nbeta = {beta:g}: KL {result['test_rate']:.1f}, " \
+                f"-log p(x|z) {result['test_distortion']:.1f}"
+        panels.append((title, np.concatenate([originals, reconstructed, samples])))
         print(f"beta={beta:g}: KL {result['test_rate']:.2f}, reconstruction {result['test_distortion']:.2f}",
               flush=True)
-    draw_panels(panels, run.directory / "loss_balance.png", columns=8)
+    draw_panels(panels, run.directory / "loss_balance.png", columns=8,
+                caption="rows 1-2: held-out digits | 3-4: their reconstructions | 5-6: samples")
     return run.finish(metrics)
 
 
-def draw_panels(panels: list[tuple[str, np.ndarray]], path: Path, columns: int) -> None:
-    """Image grids side by side, each with its title."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8))
+def draw_panels(panels: list[tuple[str, np.ndarray]], path: Path, columns: int, caption: str = "") -> None:
+    """Image grids side by side, each with its title, and a caption under them."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4.0), layout="constrained")
     for ax, (title, images) in zip(np.atleast_1d(axes), panels):
         plots.show(ax, plots.tile(images, columns))
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=9)
+    if caption:
+        fig.supxlabel(caption, fontsize=9)
     fig.savefig(path, bbox_inches="tight", dpi=90)
     plt.close(fig)
 
