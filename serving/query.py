@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     complete.add_argument("--image", required=True, help="PNG or JPEG of the model's size (grey or RGB)")
     complete.add_argument("--known_rows", type=int, required=True, help="rows kept from the top of the image")
     picture_options(complete, 4, "completions", "the image, then the completions")
+    classify = command("classify", "the class of each image, with its probability")
+    classify.add_argument("--image", nargs="+", required=True, help="PNG or JPEG files of the model's size")
+    classify.add_argument("--signature", default="classify", help="signature to call (default: %(default)s)")
     act = command("act", "the action of a policy for one observation")
     act.add_argument("--observation", required=True, help="comma-separated numbers, e.g. 0.1,0,0.2,0")
     act.add_argument("--seed", type=int, default=0, help="seed, for policies that sample")
@@ -116,28 +119,47 @@ def _sample(client, args, parser) -> int:
     return 0
 
 
-def _complete(client, args, parser) -> int:
+def _read_image(client, args, parser, signature: str, path: str) -> np.ndarray:
+    """The image file at `path` as float32 [H, W, C] in [0, 1], checked against the size the
+    signature's `images` input takes."""
     from PIL import Image
 
-    if args.n < 1 or args.scale < 1:
-        parser.error("-n and --scale must be at least 1")
-    dims = [d.size for d in client.metadata(args.model)["complete"].inputs["images"].tensor_shape.dim]
+    if signature not in (signatures := client.metadata(args.model)):
+        names = ", ".join(sorted(name for name in signatures if not name.startswith("__")))
+        parser.error(f"{args.model} has no signature {signature!r}; it has {names}")
+    dims = [d.size for d in signatures[signature].inputs["images"].tensor_shape.dim]
     height, width, channels = dims[1:]
     try:
-        picture = Image.open(args.image).convert("L" if channels == 1 else "RGB")
+        picture = Image.open(path).convert("L" if channels == 1 else "RGB")
     except OSError as error:
-        parser.error(f"--image {args.image}: {error}")
+        parser.error(f"--image {path}: {error}")
     if picture.size != (width, height):
-        parser.error(f"--image {args.image} is {picture.width}x{picture.height}; {args.model} takes "
+        parser.error(f"--image {path} is {picture.width}x{picture.height}; {args.model} takes "
                      f"{width}x{height} images")
+    return np.asarray(picture, dtype=np.float32).reshape(height, width, channels) / 255
+
+
+def _complete(client, args, parser) -> int:
+    if args.n < 1 or args.scale < 1:
+        parser.error("-n and --scale must be at least 1")
+    image = _read_image(client, args, parser, "complete", args.image)
+    height = image.shape[0]
     if not 0 <= args.known_rows <= height:
         parser.error(f"--known_rows must be in [0, {height}], got {args.known_rows}")
-    image = np.asarray(picture, dtype=np.float32).reshape(height, width, channels) / 255
     labels = None if args.label is None else [args.label] * args.n
     completed = client.complete_images(args.model, np.repeat(image[None], args.n, axis=0),
                                        [args.known_rows] * args.n, range(args.seed, args.seed + args.n), labels)
     _save(np.concatenate([image[None], completed]), args.out, args.scale, columns=args.n + 1)
     print(f"wrote {args.image} and {args.n} completions below row {args.known_rows} to {args.out}")
+    return 0
+
+
+def _classify(client, args, parser) -> int:
+    images = np.stack([_read_image(client, args, parser, args.signature, path) for path in args.image])
+    outputs = client.predict(args.model, {"images": images}, signature=args.signature)
+    for path, probabilities, predicted in zip(args.image, outputs["probabilities"], outputs["classes"]):
+        print(f"{path}: class {int(predicted)} (probability {probabilities[int(predicted)]:.3f}); probabilities "
+              + " ".join(f"{p:.3f}" for p in probabilities))
     return 0
 
 
@@ -175,5 +197,5 @@ def _play(client, args, parser) -> int:
     return 0
 
 
-COMMANDS = {"status": _status, "metadata": _metadata, "sample": _sample, "complete": _complete, "act": _act,
-            "play": _play}
+COMMANDS = {"status": _status, "metadata": _metadata, "sample": _sample, "complete": _complete,
+            "classify": _classify, "act": _act, "play": _play}

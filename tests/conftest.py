@@ -139,3 +139,32 @@ def nas_run(tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("nas") / "run"
     return run_dir, nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def grey_vae_run(tmp_path_factory):
+    """The `grey` preset (the Gaussian decoder on the 8x8 grey digits) for 20 epochs, with an
+    `encode_refined` signature of 4 steps: (run_dir, metrics)."""
+    run_dir = tmp_path_factory.mktemp("grey-vae") / "run"
+    return run_dir, train_run(run_dir, preset="grey", epochs=20, iw_samples=8, refine_steps=4)[1]
+
+
+@pytest.fixture(scope="session")
+def cvae_run(tmp_path_factory):
+    """The completion model's `smoke` preset (8x8 digits) trained once: (run_dir, metrics)."""
+    from training import cvae
+
+    run_dir = tmp_path_factory.mktemp("cvae-smoke") / "run"
+    return run_dir, cvae.train(cvae.smoke(), run_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def classifier_runs(smoke_run, tmp_path_factory):
+    """`ae_classifier` on the smoke VAE's encoder, 10 labels per class, one seed, short phases:
+    (comparison run_dir, its metrics); the classifiers are in run_dir/pretrained-0 and scratch-0."""
+    from training import classifier
+
+    run_dir = tmp_path_factory.mktemp("ae-classifier") / "run"
+    config = classifier.CompareConfig(encoder_from=str(smoke_run[0]), seeds=(0,),
+                                      schedule=classifier.Schedule(head_steps=100, finetune_steps=20))
+    return run_dir, classifier.compare(config, run_dir)

@@ -61,7 +61,11 @@ def jacobian(function, height, width, channels) -> np.ndarray:
 
 def exported(model, directory: Path):
     """Write `model.serving_signatures()` in `directory` through ExportArchive (as export does) and load it
-    with the session-based loader (as TensorFlow Serving does): (servable, run(signature, **inputs) -> outputs)."""
+    with the session-based loader (serving.servable.Servable, as TensorFlow Serving loads it: the meta graph
+    tagged 'serve', restore and init ops, a raw Session run on the signature's tensor names).
+
+    Returns run(signature, **inputs) -> {output alias: array}; run.signatures lists the signature
+    names and run.servable is the loaded model."""
     import keras
 
     from serving.servable import Servable
@@ -76,4 +80,7 @@ def exported(model, directory: Path):
     def run(signature: str, **inputs) -> dict:
         definition = servable.signature(signature)
         return servable.run(definition, inputs, sorted(definition.outputs))
-    return servable, run
+
+    run.servable = servable
+    run.signatures = sorted(n for n in servable.signatures if not n.startswith("__"))
+    return run

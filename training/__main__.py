@@ -9,6 +9,10 @@ COMMANDS = {  # python -m training COMMAND -> "module:function", the function ma
     "reinforce": "training.pg:main_reinforce", "reinforce_baseline": "training.pg:main_reinforce_baseline",
     "a2c": "training.pg:main_a2c", "ppo": "training.ppo:main", "pg_compare": "training.pg_compare:main",
     "nas": "training.nas:main", "bandits": "training.bandits:main", "tabular": "training.tabular:main",
+    "vae_estimators": "training.vae_lecture:main_estimators", "vae_vi": "training.vae_lecture:main_vi",
+    "vae_latent_dims": "training.vae_lecture:main_latent_dims",
+    "vae_loss_balance": "training.vae_lecture:main_loss_balance", "cvae": "training.cvae:main",
+    "completions": "training.cvae:main_completions", "ae_classifier": "training.classifier:main",
 }
 
 

@@ -1,4 +1,4 @@
-"""The training loop of the image model families (vae.py, pixelcnn.py).
+"""The training loop of the image model families (vae.py, pixelcnn.py, cvae.py).
 
 Order of work: strategy -> seed -> data -> model and optimizer under the strategy's scope ->
 loop (update -> log -> evaluate -> checkpoint) -> final evaluation and pictures. A family
@@ -68,6 +68,9 @@ class ImageFamily:
     """(model, config, data, held-out images, history) -> the family's own final metrics."""
     draw_pictures: Callable[..., None]
     """(model, config, data, held-out images, history, run_dir) -> writes the family's pictures."""
+    example_inputs: Callable[..., dict] = lambda config, count: {}
+    """(config, count) -> the signatures' other inputs for `count` held-out images, by name (export's
+    warm-up requests take them beside the images)."""
 
 
 DERIVED = frozenset({"image_shape", "num_classes"})  # set from the data, not the command line
@@ -215,7 +218,8 @@ def train(config: ImageRunOptions, out: str | Path, family: ImageFamily, *, prog
     metrics = {**common_metrics(data, test_images, run.history),
                **family.final_metrics(model, config, data, test_images, run.history)}
     if run.chief:
-        run.write_examples(images=test_images[:8], **({"label": data.test_labels[:8]} if conditional else {}))
+        run.write_examples(images=test_images[:8], **({"label": data.test_labels[:8]} if conditional else {}),
+                           **family.example_inputs(config, 8))
         family.draw_pictures(model, config, data, test_images, run.history, run.directory)
     return run.finish(metrics)
 

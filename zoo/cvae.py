@@ -64,6 +64,11 @@ class CVAEConfig:
             raise ValueError("the completion model is conditioned on the known rows, not on a label; "
                              "train it without --conditional")
 
+    @property
+    def conditional(self) -> bool:
+        """False: the model is conditioned on the known rows, never on a label (what the image loop asks)."""
+        return False
+
 
 # ALGO LOGIC: what is known, and the conditional objective.
 

@@ -74,7 +74,6 @@ class VAEConfig:
     """Number of classes for a conditional model; 0 for an unconditional one."""
     noise_stddev: float = 0.5
     """Standard deviation of the Gaussian corruption (``dae`` only)."""
-    # Fields another depends on come first: command-line overrides are applied in this order.
     estimator_samples: int = 1
     """M: posterior draws per image averaged in the reconstruction term (and in the score function's baseline)."""
     score_baseline: Literal["leave_one_out", "none"] = "leave_one_out"
@@ -198,6 +197,9 @@ def importance_weighted_bound(log_weights: tf.Tensor) -> tf.Tensor:
     return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
 
 
+LOG_PROB_SAMPLES = 100
+"""k of the importance-weighted bound the `log_prob` signature serves (with a fixed seed: the same
+image always gets the same score)."""
 LEVELS = 256
 """Values of an 8-bit channel: images in [0, 1] are k / 255, k = 0..255."""
 GAUSSIAN_SCALE_FLOOR = 1.0 / (LEVELS * math.sqrt(12.0))
@@ -491,6 +493,13 @@ class VAE(keras.Model):
         def elbo_signature(images, label=None):
             return self.elbo_parts(checked_images(images), checked_labels(label))
 
+        def log_prob(images, label=None):
+            images, label = checked_images(images), checked_labels(label)
+            log_likelihood = self.importance_weighted_log_likelihood(images, label, LOG_PROB_SAMPLES,
+                                                                     tf.constant([0, 0], tf.int64))
+            return {"log_prob": log_likelihood,
+                    "bits_per_dim": bits_per_dim(log_likelihood, math.prod(config.image_shape))}
+
         def encode_refined(images, seed, label=None):
             images, label = checked_images(images), checked_labels(label)
             mean, stddev = self.encode(images, label)
@@ -507,6 +516,7 @@ class VAE(keras.Model):
         }
         if config.kind == "vae":
             signatures["elbo"] = (elbo_signature, [images_spec, *cond])
+            signatures["log_prob"] = (log_prob, [images_spec, *cond])
         if config.refine_steps:
             signatures["encode_refined"] = (encode_refined, [images_spec, seed_spec, *cond])
         return signatures
@@ -523,6 +533,7 @@ class VAE(keras.Model):
         if self.config.kind == "vae":
             expectations["elbo"] = {"elbo": {"shape": [-1]}, "reconstruction": {"shape": [-1]},
                                     "kl": {"shape": [-1], "min": 0.0}}
+            expectations["log_prob"] = {"log_prob": {"shape": [-1]}, "bits_per_dim": {"shape": [-1]}}
         if self.config.refine_steps:
             expectations["encode_refined"] = expectations["encode"]
         return expectations

@@ -35,7 +35,8 @@ def test_round_trip_matches_the_model_in_memory(exports, reference_verdicts, nam
 
     checked_dir, results = verify(models / name)
     assert checked_dir == version_dir
-    assert {r.name for r in results} == {"serving_default", "sample", "decode", "encode", "reconstruct", "elbo"}
+    assert {r.name for r in results} == {"serving_default", "sample", "decode", "encode", "reconstruct", "elbo",
+                                         "log_prob"}
     assert all(r.ok for r in results), [r for r in results if not r.ok]
     reference_ok, output = reference_verdicts.get(version_dir, (True, "no reference checker"))
     assert reference_ok, output

@@ -25,6 +25,7 @@ DIFFERENT = {  # command -> (the trained run it is pointed at, options that diff
     "reinforce_baseline": ("reinforce", ["--preset=smoke"], "algorithm, baseline, critic, normalize_returns"),
     "a2c": ("a2c", ["--preset=smoke", "--n_steps=4"], "n_steps"),
     "nas": ("nas_run", ["--preset=smoke", "--child_epochs=2"], "child_epochs"),
+    "cvae": ("cvae_run", ["--preset=smoke", "--latent_dim=3"], "latent_dim"),
 }
 
 
@@ -42,19 +43,22 @@ def test_a_run_of_another_family_is_refused(dqn_run, capsys):
     assert message.endswith(f"{dqn_run[0]} holds a dqn run (policy), not a policy_gradient one; use another --out")
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", sorted(set(COMMANDS) - {"completions"}))  # completions writes a picture, no run
 @pytest.mark.parametrize("out, message", [
     ("", "the run directory (--out) is empty; expected a path such as runs/NAME"),
     ("{tmp}/a-file/run", "cannot create run directory {tmp}/a-file/run: {tmp}/a-file is a file, not a directory"),
 ])
 def test_an_unusable_run_directory_is_refused(command, out, message, tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a directory")
-    preset = [] if command in ("bandits", "pg_compare", "nas", "tabular") else ["--preset=smoke"]
+    no_smoke = ("bandits", "pg_compare", "nas", "tabular", "vae_vi", "vae_latent_dims", "vae_loss_balance",
+                "ae_classifier")
+    preset = [] if command in no_smoke else ["--preset=smoke"]
     assert refusal([command, *preset, f"--out={out.format(tmp=tmp_path)}"], capsys).endswith(
         message.format(tmp=tmp_path))
 
 
 def test_an_unknown_command_is_refused():
     result = run_module("-m", "training", "gan", "--out=x")  # before TensorFlow is imported: fast
-    assert result.returncode == 2 and "unknown command 'gan'; expected one of: a2c, bandits, dqn" in result.stderr
+    assert result.returncode == 2
+    assert "unknown command 'gan'; expected one of: a2c, ae_classifier, bandits, completions, cvae, dqn" in result.stderr
     assert "Traceback" not in result.stderr

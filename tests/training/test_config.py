@@ -64,3 +64,20 @@ def test_overrides_are_checked_together_not_one_at_a_time(capsys):
     with pytest.raises(SystemExit):
         window("--low=5", "--high=3")
     assert "--low, --high: low must not exceed high, got 5 > 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--gradient_estimator=score_function", "--estimator_samples=4"],
+    ["--estimator_samples=4", "--gradient_estimator=score_function"],
+    ["--latent=bernoulli", "--gradient_estimator=score_function", "--estimator_samples=2"],
+])
+def test_overrides_that_depend_on_each_other_apply_together_in_any_order(argv):
+    config = parse("--preset=smoke", *argv)
+    assert config.model.gradient_estimator == "score_function" and config.model.estimator_samples >= 2
+
+
+def test_a_check_across_fields_names_the_options_it_is_about(capsys):
+    with pytest.raises(SystemExit):
+        parse("--preset=smoke", "--gradient_estimator=score_function", "--beta=2")  # M = 1: no leave-one-out
+    assert ("--gradient_estimator, --beta: the leave-one-out baseline needs estimator_samples >= 2"
+            in capsys.readouterr().err)

@@ -84,6 +84,7 @@ def test_missing_data_folder_exits_2(tmp_path, capsys):
          posterior_scale="exp", epochs=2, batch_size=64),
     dict(data="digits", kind="dae", architecture="conv", epochs=2, batch_size=64, conditional=True),
     dict(data="digits", kind="ae", epochs=2, batch_size=64, latent_dim=5, jit_compile=True),
+    dict(data="digits", gradient_estimator="score_function", estimator_samples=4, epochs=2, batch_size=64),
 ])
 def test_non_default_combinations_train(tmp_path, overrides):
     run_dir = tmp_path / "run"
@@ -119,3 +120,17 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(tmp_path):
     figures = [[line for line in out.splitlines() if line.startswith("test_")] for out, _ in outputs]
     assert figures[0] and figures[0] == figures[1]  # the same weights on both workers
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [str(steps)]  # the chief's, no scratch
+
+
+def test_the_gaussian_decoder_reports_nats_and_bits_per_dim_of_the_8_bit_values(grey_vae_run, tmp_path, capsys):
+    import math
+
+    _, metrics = grey_vae_run
+    assert metrics["likelihood"] == "gaussian"
+    # bits/dim = NLL / (D ln 2) with D = 64 values: the same bound in other units.
+    assert metrics["test_bits_per_dim"] == pytest.approx(metrics["test_iw_nll"] / (64 * math.log(2)))
+    assert metrics["test_bits_per_dim"] < 8  # the uniform over 256 levels: 8 bits/dim
+    with pytest.raises(SystemExit) as exit_info:
+        vae.main(["--preset=smoke", "--likelihood=gaussian", f"--out={tmp_path / 'run'}"])
+    assert exit_info.value.code == 2
+    assert "--likelihood: likelihood=gaussian models grey levels: set binarize=false" in capsys.readouterr().err

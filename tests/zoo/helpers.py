@@ -1,8 +1,4 @@
-"""Helpers for the model tests: shipped data, a few training steps, and exports run the
-way TensorFlow Serving runs them."""
-from pathlib import Path
-from typing import Callable
-
+"""Helpers for the model tests: shipped data and a few training steps."""
 import keras
 import numpy as np
 import tensorflow as tf
@@ -36,25 +32,3 @@ def fit(model: keras.Model, images: np.ndarray, steps: int, labels: np.ndarray |
         start = i * batch % (len(images) - batch)
         step(images[start:start + batch], None if labels is None else labels[start:start + batch],
              tf.constant(i, tf.int64))
-
-
-def export_and_load(model: keras.Model, directory: Path) -> Callable[..., dict[str, np.ndarray]]:
-    """Write `model.serving_signatures()` with keras.export.ExportArchive into `directory`, load
-    it with the server's session-based loader (serving.servable.Servable: the meta graph tagged
-    'serve', restore and init ops, a raw Session run on the signature's tensor names), and
-    return run(signature, **inputs) -> {output alias: array}; run.signatures lists them."""
-    from serving.servable import Servable
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for signature, (function, specs) in model.serving_signatures().items():
-        archive.add_endpoint(signature, function, input_signature=specs)
-    archive.write_out(str(directory), verbose=False)
-    servable = Servable("model", 1, Path(directory))
-
-    def run(signature: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        definition = servable.signature(signature)
-        return servable.run(definition, inputs, sorted(definition.outputs))
-
-    run.signatures = sorted(n for n in servable.signatures if not n.startswith("__"))
-    return run

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo.helpers import export_and_load, fit
+from tests.helpers import exported
+from tests.zoo.helpers import fit
 from zoo.classifier import Classifier, ClassifierConfig, classification_terms
 from zoo.vae import VAE, VAEConfig
 
@@ -80,7 +81,7 @@ def test_a_short_training_run_classifies_the_digits():
 
 def test_classify_signature_through_the_servers_session_path(tmp_path):
     classifier = Classifier.from_autoencoder(VAE(ENCODERS["ae-conv"]), head_units=(8,))
-    run = export_and_load(classifier, tmp_path / "1")
+    run = exported(classifier, tmp_path / "1")
     assert run.signatures == ["classify", "serving_default"]
     assert set(classifier.signature_expectations()) == set(run.signatures)
     images = tf.random.stateless_uniform([3, 8, 8, 1], [5, 6]).numpy()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo.helpers import binarized_digits, export_and_load, fit
+from tests.helpers import exported
+from tests.zoo.helpers import binarized_digits, fit
 from zoo.cvae import CVAE, CVAEConfig, known_mask, tfd, unknown_distortion
 
 SMALL = CVAEConfig(image_shape=(8, 8, 1), latent_dim=3, hidden_units=(32,))
@@ -89,7 +90,7 @@ def test_a_short_training_run_learns_to_use_the_known_rows():
 
 def test_signatures_through_the_servers_session_path(tmp_path):
     model = CVAE(SMALL)
-    run = export_and_load(model, tmp_path / "1")
+    run = exported(model, tmp_path / "1")
     assert run.signatures == ["complete", "elbo", "sample", "serving_default"]
     assert set(model.signature_expectations()) == set(run.signatures)
     images = random_images(3, seed=3).numpy()

@@ -133,7 +133,7 @@ def test_signatures_load_and_answer_through_the_servers_session_path(name, tmp_p
     config = CONFIGS[name]
     model = PixelCNN(config)
     model.build_all()
-    _, run = exported(model, tmp_path / "1")  # loaded by the session-based loader, as TF Serving loads it
+    run = exported(model, tmp_path / "1")  # loaded by the session-based loader, as TF Serving loads it
     seeds = np.array([5, 6], np.int64)
     labels = {"label": np.array([2, 0], np.int64)} if config.conditional else {}
     tf_labels = tf.constant(labels["label"]) if labels else None

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.zoo.helpers import binarized_digits, export_and_load, fit
-from zoo.vae import (GAUSSIAN_SCALE_FLOOR, VAE, VAEConfig, adam_ascent, bits_per_dim, dequantize,
+from tests.helpers import exported
+from tests.zoo.helpers import binarized_digits, fit
+from zoo.vae import (GAUSSIAN_SCALE_FLOOR, LOG_PROB_SAMPLES, VAE, VAEConfig, adam_ascent, bits_per_dim, dequantize,
                      discrete_log_likelihood, distortion, encoder_gradient_moments, image_distribution,
                      importance_weighted_bound, leave_one_out_baseline, parameter_counts, rate, refine_posterior,
                      score_function_surrogate, tfd)
@@ -249,9 +250,9 @@ def test_encode_refined_signature_runs_the_refinement_through_the_servers_sessio
     config = VAEConfig(image_shape=(8, 8, 1), architecture="conv", latent_dim=3, hidden_units=(16,),
                        conv_filters=(8, 16), num_classes=10, likelihood="gaussian", refine_steps=4)
     model = VAE(config)
-    run = export_and_load(model, tmp_path / "1")
+    run = exported(model, tmp_path / "1")
     assert run.signatures == sorted(["serving_default", "sample", "decode", "encode", "reconstruct", "elbo",
-                                     "encode_refined"])
+                                     "log_prob", "encode_refined"])
     images = tf.random.stateless_uniform([2, 8, 8, 1], seed=[1, 2])
     labels, seeds = tf.constant([3, 4], tf.int64), tf.constant([5, 6], tf.int64)
     got = run("encode_refined", images=images.numpy(), seed=seeds.numpy(), label=labels.numpy())
@@ -262,6 +263,10 @@ def test_encode_refined_signature_runs_the_refinement_through_the_servers_sessio
     assert set(model.signature_expectations()) == set(run.signatures)
     scored = run("elbo", images=images.numpy(), label=labels.numpy())
     np.testing.assert_allclose(scored["elbo"], model.elbo_parts(images, labels)["elbo"].numpy(), rtol=1e-4)
+    scored = run("log_prob", images=images.numpy(), label=labels.numpy())
+    bound = model.importance_weighted_log_likelihood(images, labels, LOG_PROB_SAMPLES, tf.constant([0, 0], tf.int64))
+    np.testing.assert_allclose(scored["log_prob"], bound.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(scored["bits_per_dim"], -bound.numpy() / (64 * math.log(2)), rtol=1e-4)
     decoded = run("decode", z=np.zeros([2, 3], np.float32), label=labels.numpy())["images"]
     assert decoded.shape == (2, 8, 8, 1) and 0 < decoded.min() and decoded.max() < 1
 
