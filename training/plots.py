@@ -22,7 +22,8 @@ def tile(images: np.ndarray, columns: int) -> np.ndarray:
     return mosaic.reshape(rows * height, columns * width, channels)
 
 
-def _show(ax, mosaic: np.ndarray) -> None:
+def show(ax, mosaic: np.ndarray) -> None:
+    """A mosaic in [0, 1] on `ax` (grey for one channel), without axes."""
     if mosaic.shape[-1] == 1:
         ax.imshow(mosaic[..., 0], cmap="gray", vmin=0, vmax=1)
     else:
@@ -33,7 +34,7 @@ def _show(ax, mosaic: np.ndarray) -> None:
 def image_grid(images: np.ndarray, path: Path, title: str, columns: int = 8) -> None:
     """A grid of images in [0, 1]."""
     fig, ax = plt.subplots(figsize=(columns, len(images) / columns + 0.5))
-    _show(ax, tile(images, columns))
+    show(ax, tile(images, columns))
     ax.set_title(title)
     fig.savefig(path, bbox_inches="tight", dpi=80)
     plt.close(fig)

@@ -3,8 +3,10 @@ model.json) to the family's config dataclass and model class, so that `export` r
 trained model without importing `training`."""
 from zoo.dqn import DQNConfig, QNetwork
 from zoo.pixelcnn import PixelCNN, PixelCNNConfig
+from zoo.pixelrnn import PixelRNN, PixelRNNConfig
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork
 from zoo.vae import VAE, VAEConfig
 
 MODEL_FAMILIES = {"vae": (VAEConfig, VAE), "pixelcnn": (PixelCNNConfig, PixelCNN),
-                  "dqn": (DQNConfig, QNetwork), "policy_gradient": (PolicyConfig, PolicyNetwork)}
+                  "pixelrnn": (PixelRNNConfig, PixelRNN), "dqn": (DQNConfig, QNetwork),
+                  "policy_gradient": (PolicyConfig, PolicyNetwork)}

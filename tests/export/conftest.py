@@ -41,7 +41,8 @@ def broken_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def reference_verdicts(exports, dqn_export, pg_export, pendulum_export, broken_export, tmp_path_factory):
+def reference_verdicts(exports, dqn_export, pg_export, pendulum_export, pixelrnn_export, broken_export,
+                       tmp_path_factory):
     """What ../shared/tools/serving_load_check.py says of each export: {version_dir: (ok, output)}.
 
     The checker iterates the warm-up TFRecord inside a graph context, which raises for any
@@ -49,7 +50,7 @@ def reference_verdicts(exports, dqn_export, pg_export, pendulum_export, broken_e
     """
     if not REFERENCE_CHECKER.exists():
         pytest.skip("the reference checker is not beside this checkout")
-    versions = [*exports[2].values(), dqn_export, pg_export[1], pendulum_export[1], broken_export]
+    versions = [*exports[2].values(), dqn_export, pg_export[1], pendulum_export[1], pixelrnn_export, broken_export]
     copies = tmp_path_factory.mktemp("reference-copies")
     copied = {}
     for index, version_dir in enumerate(versions):
