@@ -13,6 +13,22 @@ tf.config.set_logical_device_configuration(
     CPUS[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
+def smoke_trained(family: str, tmp_path_factory):
+    """training/FAMILY.py's `smoke` preset trained in a fresh directory: (run_dir, metrics)."""
+    import importlib
+
+    module = importlib.import_module(f"training.{family}")
+    run_dir = tmp_path_factory.mktemp(f"{family}-smoke") / "run"
+    return run_dir, module.train(module.smoke(), run_dir, progress=False)
+
+
+def exported_once(run_dir, name: str, tmp_path_factory):
+    """A run exported to a fresh MODELS directory: MODELS/NAME/1."""
+    from export.savedmodel import export_run
+
+    return export_run(run_dir, tmp_path_factory.mktemp(f"{name}-models"), name)
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The `smoke` preset with no overrides, trained once: (run_dir, metrics)."""
@@ -30,17 +46,7 @@ def smoke_export(smoke_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def pixelcnn_run(tmp_path_factory):
     """The PixelCNN `smoke` preset trained once: (run_dir, metrics)."""
-    from training import pixelcnn
-
-    run_dir = tmp_path_factory.mktemp("pixelcnn-smoke") / "run"
-    return run_dir, pixelcnn.train(pixelcnn.smoke(), run_dir, progress=False)
-
-
-def exported_once(run_dir, name: str, tmp_path_factory):
-    """A run exported to a fresh MODELS directory: MODELS/NAME/1."""
-    from export.savedmodel import export_run
-
-    return export_run(run_dir, tmp_path_factory.mktemp(f"{name}-models"), name)
+    return smoke_trained("pixelcnn", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +58,7 @@ def pixelcnn_export(pixelcnn_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def pixelrnn_run(tmp_path_factory):
     """The PixelRNN `smoke` preset (a Diagonal BiLSTM on the binarized 8x8 digits) trained once: (run_dir, metrics)."""
-    from training import pixelrnn
-
-    run_dir = tmp_path_factory.mktemp("pixelrnn-smoke") / "run"
-    return run_dir, pixelrnn.train(pixelrnn.smoke(), run_dir, progress=False)
+    return smoke_trained("pixelrnn", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +82,7 @@ def pixelrnn_export(pixelrnn_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def dqn_run(tmp_path_factory):
     """The DQN `smoke` preset (CartPole-v1) trained once: (run_dir, metrics)."""
-    from training import dqn
-
-    run_dir = tmp_path_factory.mktemp("dqn-smoke") / "run"
-    return run_dir, dqn.train(dqn.smoke(), run_dir, progress=False)
+    return smoke_trained("dqn", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

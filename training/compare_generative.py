@@ -122,15 +122,14 @@ def picture(rows: list[dict], originals: np.ndarray, path: Path) -> None:
     fig, axes = plt.subplots(len(rows) + 1, 2, figsize=(1.1 * (samples + completions) + 1, 1.5 * (len(rows) + 1)),
                              gridspec_kw={"width_ratios": [samples, completions]}, squeeze=False)
     axes[0, 0].set_axis_off()
-    axes[0, 0].text(0.5, 0.5, "samples (seeds 0, 1, ...)\n\n-log p(x): nats per held-out digit", ha="center",
-                    va="center", fontsize=11)
+    axes[0, 0].text(0.5, 0.5, f"samples (seeds 0 to {samples - 1})\n-log p(x): nats per held-out image, averaged",
+                    ha="center", va="center", fontsize=11)
     plots.show(axes[0, 1], plots.tile(given, completions))
     axes[0, 1].set_title("held-out digits, top half given", fontsize=10)
     for (left, right), row in zip(axes[1:], rows):
         plots.show(left, plots.tile(row["samples"], samples))
-        figure = f"{'<= ' if row['bound'] else ''}{row['test_nll']:.2f}"
-        left.set_title(f"{row['title']}: {figure} nats{' (bound)' if row['bound'] else ''}, "
-                       f"{row['sample_seconds']:.3g} s per sample", fontsize=10)
+        figure = f"≤ {row['test_nll']:.2f} nats (a bound)" if row["bound"] else f"{row['test_nll']:.2f} nats"
+        left.set_title(f"{row['title']}\n-log p(x) {figure}, {row['sample_seconds']:.3g} s per sample", fontsize=10)
         plots.show(right, plots.tile(row["completed"], completions))
         right.set_title("reconstructions (sees the whole digit)" if row["bound"] else "completions", fontsize=10)
     fig.savefig(path, bbox_inches="tight", dpi=80)
