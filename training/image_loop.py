@@ -1,4 +1,4 @@
-"""The training loop of the image model families (vae.py, pixelcnn.py).
+"""The training loop of the image model families (vae.py, pixelcnn.py, pixelrnn.py).
 
 Order of work: strategy -> seed -> data -> model and optimizer under the strategy's scope ->
 loop (update -> log -> evaluate -> checkpoint) -> final evaluation and pictures. A family
