@@ -93,11 +93,16 @@ def _flat_fields(cls: type, prefix: tuple[str, ...] = ()) -> dict[str, tuple[tup
     return flat
 
 
-def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
-    if len(path) == 1:
-        return dataclasses.replace(config, **{path[0]: value})
-    inner = _replace(getattr(config, path[0]), path[1:], value)
-    return dataclasses.replace(config, **{path[0]: inner})
+def _replace(config: Any, changes: dict[tuple[str, ...], Any]) -> Any:
+    """`config` with every (attribute path -> value) change applied in one `dataclasses.replace`
+    per dataclass, so that checks across fields see all the overrides together."""
+    direct = {path[0]: value for path, value in changes.items() if len(path) == 1}
+    nested: dict[str, dict[tuple[str, ...], Any]] = {}
+    for path, value in changes.items():
+        if len(path) > 1:
+            nested.setdefault(path[0], {})[path[1:]] = value
+    direct.update({name: _replace(getattr(config, name), inner) for name, inner in nested.items()})
+    return dataclasses.replace(config, **direct)
 
 
 def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
@@ -120,14 +125,14 @@ def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser,
                            metavar=(None if choices else convert.__name__.upper().replace(" ", "_")),
                            help=help_text)
     args = parser.parse_args(argv)
-    config = presets[args.preset]()
-    for name, (path, _, _) in fields.items():
-        if hasattr(args, name):
-            try:
-                config = _replace(config, path, getattr(args, name))
-            except ValueError as error:  # __post_init__ validation
-                parser.error(f"--{name}: {error}")
-            delattr(args, name)
+    given = [name for name in fields if hasattr(args, name)]
+    changes = {fields[name][0]: getattr(args, name) for name in given}
+    for name in given:
+        delattr(args, name)
+    try:
+        config = _replace(presets[args.preset](), changes)
+    except ValueError as error:  # __post_init__ validation
+        parser.error(f"{', '.join('--' + name for name in given)}: {error}" if given else str(error))
     return config, args
 
 

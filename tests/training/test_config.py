@@ -1,5 +1,6 @@
 """The command line generated from config dataclasses: presets, overrides, clear errors."""
 import argparse
+import dataclasses
 
 import pytest
 
@@ -41,3 +42,25 @@ def test_bad_options_exit_2_with_one_sentence(argv, message, capsys):
         parse(*argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    low: int = 0
+    """first value"""
+    high: int = 1
+    """last value"""
+
+    def __post_init__(self):
+        if self.low > self.high:
+            raise ValueError(f"low must not exceed high, got {self.low} > {self.high}")
+
+
+def test_overrides_are_checked_together_not_one_at_a_time(capsys):
+    def window(*argv: str) -> Window:
+        return parse_config(list(argv), argparse.ArgumentParser(prog="test"), {"unit": Window}, "unit")[0]
+    # applied one at a time, low=5 would meet the preset's high=1 and be refused
+    assert window("--low=5", "--high=9") == Window(5, 9)
+    with pytest.raises(SystemExit):
+        window("--low=5", "--high=3")
+    assert "--low, --high: low must not exceed high, got 5 > 3" in capsys.readouterr().err
