@@ -119,7 +119,7 @@ def picture(rows: list[dict], originals: np.ndarray, path: Path) -> None:
     given = originals.copy()
     given[:, originals.shape[1] // 2:] = 0.5
     samples, completions = len(rows[0]["samples"]), len(originals)
-    fig, axes = plt.subplots(len(rows) + 1, 2, figsize=(1.1 * (samples + completions) + 1, 1.5 * (len(rows) + 1)),
+    fig, axes = plt.subplots(len(rows) + 1, 2, figsize=(1.1 * (samples + completions) + 1, 1.9 * (len(rows) + 1)),
                              gridspec_kw={"width_ratios": [samples, completions]}, squeeze=False)
     axes[0, 0].set_axis_off()
     axes[0, 0].text(0.5, 0.5, f"samples (seeds 0 to {samples - 1})\n-log p(x): nats per held-out image, averaged",
@@ -167,7 +167,8 @@ def compare(config: CompareConfig, out: str | Path, *, progress: bool = False) -
                      "sample_seconds": seconds, "samples": samples, "completed": completed})
         print(table_row(rows[-1]), flush=True)
     picture(rows, originals, run.directory / "comparison.png")
-    return run.finish({"data": data.source, "test_images": len(images), **split, "load_average": os.getloadavg()[0],
+    return run.finish({"data": data.source, "test_images": len(images), "split": split,
+                       "load_average": os.getloadavg()[0],
                        "models": [{k: v for k, v in row.items() if k not in ("samples", "completed")}
                                   for row in rows]})
 
@@ -188,8 +189,9 @@ def table_row(row: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     metrics, out = run_command(argv, "compare_generative", __doc__.splitlines()[0], PRESETS, "demo", compare)
-    print(f"{metrics['test_images']} held-out images: {metrics['data']} (seed {metrics['seed']}); load average "
-          f"{metrics['load_average']:.1f}")
+    split = ", ".join(f"{key}={value}" for key, value in metrics["split"].items())
+    print(f"{metrics['test_images']} held-out images of {metrics['data']} ({split}); load average "
+          f"{metrics['load_average']:.1f} at the end")
     print(TABLE_HEAD)
     print("\n".join(table_row(row) for row in metrics["models"]))
     print(f"picture: {out / 'comparison.png'}")

@@ -32,7 +32,7 @@ def test_every_model_is_scored_on_the_same_held_out_digits(digit_runs, tmp_path,
     assert main(["compare_generative", f"--runs={runs}", "--iw_samples=8", "--samples=3", "--completions=2",
                  f"--out={out}"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test_images"] == 359 and metrics["seed"] == 0 and metrics["binarize"] is True
+    assert metrics["test_images"] == 359 and metrics["split"] == {"data": "digits", "binarize": True, "seed": 0}
     rows = {Path(row["run"]): row for row in metrics["models"]}
     for name, run_dir in digit_runs.items():
         row, trained = rows[run_dir], json.loads((run_dir / "metrics.json").read_text())
