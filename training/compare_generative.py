@@ -154,16 +154,15 @@ def compare(config: CompareConfig, out: str | Path, *, progress: bool = False) -
 
     rows = []
     for run_dir, model, trained in loaded:
-        nll = score(model, images, data.test_labels, config.iw_samples, split["seed"])
+        nll = float(np.mean(score(model, images, data.test_labels, config.iw_samples, split["seed"]),
+                            dtype=np.float64))
         samples, seconds, completed = draw(model, seeds, originals, data.test_labels[:config.completions])
         bound = not isinstance(model, PixelModel)
         rows.append({"run": str(run_dir), "family": trained.family, "parameters": model.count_params(),
                      "title": ("VAE" if bound else model.config.title), "bound": bound,
                      "iw_samples": config.iw_samples if bound else None,
                      "train_seconds": trained.metrics.get("train_seconds"), "epochs": trained.metrics.get("epochs"),
-                     "test_nll": float(np.mean(nll, dtype=np.float64)),
-                     "test_bits_per_dim": float(np.mean(nll, dtype=np.float64)) / (math.prod(images.shape[1:])
-                                                                                    * math.log(2)),
+                     "test_nll": nll, "test_bits_per_dim": nll / (math.prod(images.shape[1:]) * math.log(2)),
                      "sample_seconds": seconds, "samples": samples, "completed": completed})
         print(table_row(rows[-1]), flush=True)
     picture(rows, originals, run.directory / "comparison.png")
