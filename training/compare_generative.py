@@ -1,7 +1,7 @@
 """The lectures' comparison of generative models: a VAE, the Gated PixelCNN and both PixelRNNs on
 the same held-out digits, in one table and one picture.
 
-    python -m training compare_generative --out runs/generative     # the four demo runs below, trained first
+    python -m training compare_generative --out runs/generative     # the default --runs (docs/pixelrnn.md trains them)
     python -m training compare_generative --runs=RUN,RUN,... --out OUT
 
 Every run is scored again here on the same held-out images (the split and the one fixed
@@ -44,7 +44,8 @@ SPLIT = ("data", "binarize", "seed")  # the run options that decide the held-out
 class CompareConfig:
     """The runs to compare and how to score and picture them."""
 
-    runs: tuple[str, ...] = ("runs/vae-demo", "runs/pixelcnn-demo", "runs/pixelrnn-row-demo", "runs/pixelrnn-demo")
+    runs: tuple[str, ...] = ("runs/vae-demo", "runs/pixelcnn-demo", "runs/pixelrnn-row-demo", "runs/pixelrnn-row-mnist",
+                             "runs/pixelrnn-demo")
     """Finished image-model run directories (vae, pixelcnn, pixelrnn) with the same data, binarize and seed."""
     iw_samples: int = 100
     """k of a VAE's importance-weighted bound (the demo VAE's own)."""
