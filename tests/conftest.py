@@ -26,6 +26,22 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group("servers" if top in SERVER_SIDE else "training"))
 
 
+def smoke_trained(family: str, tmp_path_factory):
+    """training/FAMILY.py's `smoke` preset trained in a fresh directory: (run_dir, metrics)."""
+    import importlib
+
+    module = importlib.import_module(f"training.{family}")
+    run_dir = tmp_path_factory.mktemp(f"{family}-smoke") / "run"
+    return run_dir, module.train(module.smoke(), run_dir, progress=False)
+
+
+def exported_once(run_dir, name: str, tmp_path_factory):
+    """A run exported to a fresh MODELS directory: MODELS/NAME/1."""
+    from export.savedmodel import export_run
+
+    return export_run(run_dir, tmp_path_factory.mktemp(f"{name}-models"), name)
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The `smoke` preset with no overrides, trained once: (run_dir, metrics)."""
@@ -37,44 +53,55 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_export(smoke_run, tmp_path_factory):
     """The smoke run exported once: MODELS/vae/1."""
-    from export.savedmodel import export_run
-
-    models = tmp_path_factory.mktemp("models")
-    return export_run(smoke_run[0], models, "vae")
+    return exported_once(smoke_run[0], "vae", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def pixelcnn_run(tmp_path_factory):
     """The PixelCNN `smoke` preset trained once: (run_dir, metrics)."""
-    from training import pixelcnn
-
-    run_dir = tmp_path_factory.mktemp("pixelcnn-smoke") / "run"
-    return run_dir, pixelcnn.train(pixelcnn.smoke(), run_dir, progress=False)
+    return smoke_trained("pixelcnn", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def pixelcnn_export(pixelcnn_run, tmp_path_factory):
     """The PixelCNN smoke run exported once: MODELS/pixelcnn/1."""
-    from export.savedmodel import export_run
+    return exported_once(pixelcnn_run[0], "pixelcnn", tmp_path_factory)
 
-    return export_run(pixelcnn_run[0], tmp_path_factory.mktemp("pixelcnn-models"), "pixelcnn")
+
+@pytest.fixture(scope="session")
+def pixelrnn_run(tmp_path_factory):
+    """The PixelRNN `smoke` preset (a Diagonal BiLSTM on the binarized 8x8 digits) trained once: (run_dir, metrics)."""
+    return smoke_trained("pixelrnn", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def pixelrnn_row_run(tmp_path_factory):
+    """`python -m training pixelrnn --preset smoke --layer row` (in-process) run once: (run_dir, metrics)."""
+    import json
+
+    from training.__main__ import main
+
+    run_dir = tmp_path_factory.mktemp("pixelrnn-row") / "run"
+    assert main(["pixelrnn", "--preset", "smoke", "--layer", "row", "--no_progress", f"--out={run_dir}"]) == 0
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def pixelrnn_export(pixelrnn_run, tmp_path_factory):
+    """The PixelRNN smoke run exported once: MODELS/pixelrnn/1."""
+    return exported_once(pixelrnn_run[0], "pixelrnn", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def dqn_run(tmp_path_factory):
     """The DQN `smoke` preset (CartPole-v1) trained once: (run_dir, metrics)."""
-    from training import dqn
-
-    run_dir = tmp_path_factory.mktemp("dqn-smoke") / "run"
-    return run_dir, dqn.train(dqn.smoke(), run_dir, progress=False)
+    return smoke_trained("dqn", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def dqn_export(dqn_run, tmp_path_factory):
     """The DQN smoke run exported once: MODELS/cartpole_dqn/1."""
-    from export.savedmodel import export_run
-
-    return export_run(dqn_run[0], tmp_path_factory.mktemp("dqn-models"), "cartpole_dqn")
+    return exported_once(dqn_run[0], "cartpole_dqn", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

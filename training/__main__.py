@@ -5,7 +5,8 @@ import sys
 from quiet import quiet_tensorflow
 
 COMMANDS = {  # python -m training COMMAND -> "module:function", the function main(argv) -> exit status
-    "vae": "training.vae:main", "pixelcnn": "training.pixelcnn:main", "dqn": "training.dqn:main",
+    "vae": "training.vae:main", "pixelcnn": "training.pixelcnn:main", "pixelrnn": "training.pixelrnn:main",
+    "compare_generative": "training.compare_generative:main", "dqn": "training.dqn:main",
     "reinforce": "training.pg:main_reinforce", "reinforce_baseline": "training.pg:main_reinforce_baseline",
     "a2c": "training.pg:main_a2c", "ppo": "training.ppo:main", "pg_compare": "training.pg_compare:main",
     "nas": "training.nas:main", "bandits": "training.bandits:main", "tabular": "training.tabular:main",

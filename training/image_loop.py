@@ -1,4 +1,4 @@
-"""The training loop of the image model families (vae.py, pixelcnn.py, cvae.py).
+"""The training loop of the image model families (vae.py, cvae.py, pixelcnn.py, pixelrnn.py).
 
 Order of work: strategy -> seed -> data -> model and optimizer under the strategy's scope ->
 loop (update -> log -> evaluate -> checkpoint) -> final evaluation and pictures. A family
@@ -88,6 +88,11 @@ def binarized(images: np.ndarray, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).random(images.shape) < images).astype(np.float32)
 
 
+def held_out_images(data: ImageData, binarize: bool, seed: int) -> np.ndarray:
+    """The held-out images a run with these options is scored on: one fixed binarization (from the seed), or as is."""
+    return binarized(data.test_images, seed + 1) if binarize else data.test_images
+
+
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
                     config: ImageRunOptions, global_batch: int):
     """A tf.function (images, labels, step) -> mean loss terms over the global batch.
@@ -137,7 +142,7 @@ def train(config: ImageRunOptions, out: str | Path, family: ImageFamily, *, prog
         raise UserError(f"the global batch ({global_batch}) is larger than the "
                         f"{len(data.train_images)} training images")
     total_steps = steps_per_epoch * config.epochs
-    test_images = binarized(data.test_images, config.seed + 1) if config.binarize else data.test_images
+    test_images = held_out_images(data, config.binarize, config.seed)
     conditional = config.model.conditional
 
     def epoch_dataset(epoch: int, skip: int) -> tf.data.Dataset:
@@ -190,6 +195,7 @@ def train(config: ImageRunOptions, out: str | Path, family: ImageFamily, *, prog
     while done < total_steps:
         epoch, skip = divmod(done, steps_per_epoch)
         sums, count = partial.pop("sums", {}), partial.pop("count", 0)
+        before = partial.pop("seconds", 0.0)  # this epoch's training time before an interruption
         timed, started = 0, time.perf_counter()
         for images, labels in epoch_dataset(epoch, skip):
             metrics = train_step(images, labels, step)
@@ -204,10 +210,12 @@ def train(config: ImageRunOptions, out: str | Path, family: ImageFamily, *, prog
                 bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", epoch=epoch + 1)
             bar.update(1)
             if done % config.checkpoint_every == 0 and done % steps_per_epoch:  # the epoch's end saves below
-                checkpoints.save(done, state={"sums": sums, "count": count})
+                checkpoints.save(done, state={"sums": sums, "count": count,
+                                              "seconds": before + time.perf_counter() - started})
         seconds = time.perf_counter() - started
         record = {"step": done, "epoch": epoch + 1, **{f"train_{k}": v / count for k, v in sums.items()},
-                  "images_per_second": timed * global_batch / seconds, **evaluate()}
+                  "images_per_second": timed * global_batch / seconds, "train_seconds": before + seconds,
+                  **evaluate()}
         run.history.append(record)
         checkpoints.save(done)
         run.log(done, {name.replace("test_", "test/"): value for name, value in record.items()
@@ -231,12 +239,14 @@ def command(argv: list[str] | None, family: ImageFamily, presets: dict, descript
 
 
 def common_metrics(data: ImageData, test_images: np.ndarray, history: list[dict]) -> dict:
-    """Data, size, steps, speed, and the last held-out evaluation: what every image family reports."""
+    """Data, size, steps, speed, training time (the train steps' wall time, evaluations left out),
+    and the last held-out evaluation: what every image family reports."""
     last = history[-1] if history else {}
     speeds = [r["images_per_second"] for r in history if "images_per_second" in r]
     return {
         "data": data.source, "train_images": len(data.train_images), "test_images": len(test_images),
         "steps": last.get("step", 0), "epochs": last.get("epoch", 0),
         "images_per_second_median": float(np.median(speeds)) if speeds else None,
+        "train_seconds": sum(r.get("train_seconds", 0.0) for r in history),
         **{k: v for k, v in last.items() if k.startswith("test_")},
     }

@@ -2,8 +2,10 @@
 
     python -m training pixelcnn --preset demo --out runs/pixelcnn-demo [--key=value ...]
 
-The loop is training/image_loop.py's; here are the presets, the final metrics (held-out NLL in
-nats and bits per dimension) and the pictures (samples, completions, learning curves).
+The loop is training/image_loop.py's; here are the presets and what every autoregressive
+pixel model's run shares (PixelRNN's too, training/pixelrnn.py): the final metrics (held-out
+NLL in nats and bits per dimension), the pictures (samples, completions, learning curves)
+and the command's report.
 """
 from __future__ import annotations
 
@@ -16,15 +18,13 @@ import tensorflow as tf
 from training import image_loop, plots
 from training.data import ImageData
 from training.image_loop import ImageRunOptions
-from zoo.pixelcnn import PixelCNN, PixelCNNConfig
+from zoo.pixelcnn import PixelCNN, PixelCNNConfig, PixelModel
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(ImageRunOptions):
-    """A PixelCNN training run: the shared run options and the model's fields (nested)."""
+class PixelRunOptions(ImageRunOptions):
+    """What a pixel model's run adds to the shared run options; a family's TrainConfig adds its `model`."""
 
-    model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)
-    """Architecture and outputs (its fields are options too: --architecture=pixelcnn, --filters=32, ...)."""
     completions: int = 3
     """Samples per held-out image in completions.png (top half given, bottom half drawn)."""
 
@@ -34,6 +34,14 @@ class TrainConfig(ImageRunOptions):
             raise ValueError(f"completions must be at least 1, got {self.completions}")
         if self.binarize != (self.model.output == "bernoulli"):
             raise ValueError("binarize=true goes with output=bernoulli, binarize=false with output=categorical")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(PixelRunOptions):
+    """A PixelCNN training run: the shared run options and the model's fields (nested)."""
+
+    model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)
+    """Architecture and outputs (its fields are options too: --architecture=pixelcnn, --filters=32, ...)."""
 
 
 # Presets: with no overrides, each reproduces the figures docs/pixelcnn.md quotes beside its command.
@@ -68,20 +76,20 @@ def train(config: TrainConfig, out: str | Path, *, progress: bool = True) -> dic
     return image_loop.train(config, out, FAMILY, progress=progress)
 
 
-def final_metrics(model: PixelCNN, config: TrainConfig, data: ImageData, test_images: np.ndarray,
+def final_metrics(model: PixelModel, config: PixelRunOptions, data: ImageData, test_images: np.ndarray,
                   history: list[dict]) -> dict:
     """Held-out NLL in nats per image and bits per dimension (exact: no bound)."""
     last = history[-1]
     return {"test_nll": last["test_loss"], "test_bits_per_dim": last["test_bits_per_dim"]}
 
 
-def draw_pictures(model: PixelCNN, config: TrainConfig, data: ImageData, test_images: np.ndarray,
+def draw_pictures(model: PixelModel, config: PixelRunOptions, data: ImageData, test_images: np.ndarray,
                   history: list[dict], run_dir: Path) -> None:
     """samples.png, completions.png and learning_curves.png in the run directory."""
     conditional = config.model.conditional
     labels = tf.constant(np.arange(32) % data.num_classes, tf.int64) if conditional else None
     plots.image_grid(tf.function(model.sample)(tf.range(32, dtype=tf.int64), labels).numpy(), run_dir / "samples.png",
-                     f"{config.model.architecture} samples" + (" (labels 0.. in turn)" if conditional else ""))
+                     f"{config.model.title}: samples" + (" (labels 0.. in turn)" if conditional else ""))
 
     # completions: each row is the original, the given top half, then `completions` draws
     height = config.model.image_shape[0]
@@ -91,8 +99,9 @@ def draw_pictures(model: PixelCNN, config: TrainConfig, data: ImageData, test_im
     given[:, height // 2:] = 0.5
     repeated = np.repeat(originals, draws, axis=0)
     row_labels = tf.constant(np.repeat(data.test_labels[:count], draws), tf.int64) if conditional else None
-    completed = tf.function(model.complete_fast)(repeated, tf.fill([count * draws], height // 2), tf.range(count * draws, dtype=tf.int64),
-                         row_labels).numpy().reshape(count, draws, *originals.shape[1:])
+    completed = tf.function(model.complete_fast)(repeated, tf.fill([count * draws], height // 2),
+                                                 tf.range(count * draws, dtype=tf.int64), row_labels)
+    completed = completed.numpy().reshape(count, draws, *originals.shape[1:])
     rows = np.concatenate([originals[:, None], given[:, None], completed], axis=1)
     plots.image_grid(rows.reshape(-1, *originals.shape[1:]), run_dir / "completions.png",
                      "original | top half given | completions", columns=2 + draws)
@@ -103,11 +112,16 @@ def draw_pictures(model: PixelCNN, config: TrainConfig, data: ImageData, test_im
 FAMILY = image_loop.ImageFamily("pixelcnn", PixelCNN, final_metrics, draw_pictures)
 
 
-def main(argv: list[str] | None = None) -> int:
-    metrics, run_dir = image_loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0])
-    for key in ("test_nll", "test_bits_per_dim", "images_per_second_median"):
-        print(f"{key}: {metrics[key]:.3f}")
+def report(metrics: dict, run_dir: Path) -> int:
+    """Print a pixel model run's figures and where its files are; exit status 0."""
+    for key in ("test_nll", "test_bits_per_dim", "images_per_second_median", "train_seconds"):
+        if metrics.get(key) is not None:  # a run finished before train_seconds was kept has none
+            print(f"{key}: {metrics[key]:.3f}")
     print(f"(held-out, {metrics['data']})")
     print(f"run directory: {run_dir} (checkpoints/, tensorboard/, metrics.json, samples.png, completions.png, "
           f"learning_curves.png)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return report(*image_loop.command(argv, FAMILY, PRESETS, __doc__.split("\n")[0]))

@@ -23,6 +23,7 @@ def tile(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def show(ax, mosaic: np.ndarray) -> None:
+    """A mosaic in [0, 1] on `ax` (grey for one channel), without axes."""
     if mosaic.shape[-1] == 1:
         ax.imshow(mosaic[..., 0], cmap="gray", vmin=0, vmax=1)
     else:

@@ -5,9 +5,11 @@ from zoo.classifier import Classifier, ClassifierConfig
 from zoo.cvae import CVAE, CVAEConfig
 from zoo.dqn import DQNConfig, QNetwork
 from zoo.pixelcnn import PixelCNN, PixelCNNConfig
+from zoo.pixelrnn import PixelRNN, PixelRNNConfig
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork
 from zoo.vae import VAE, VAEConfig
 
 MODEL_FAMILIES = {"vae": (VAEConfig, VAE), "pixelcnn": (PixelCNNConfig, PixelCNN),
-                  "dqn": (DQNConfig, QNetwork), "policy_gradient": (PolicyConfig, PolicyNetwork),
-                  "cvae": (CVAEConfig, CVAE), "classifier": (ClassifierConfig, Classifier)}
+                  "pixelrnn": (PixelRNNConfig, PixelRNN), "dqn": (DQNConfig, QNetwork),
+                  "policy_gradient": (PolicyConfig, PolicyNetwork), "cvae": (CVAEConfig, CVAE),
+                  "classifier": (ClassifierConfig, Classifier)}

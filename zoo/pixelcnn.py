@@ -94,6 +94,11 @@ class PixelCNNConfig(PixelOutputs):
         if self.layers < 1:
             raise ValueError(f"layers must be at least 1 (the first, type-A layer), got {self.layers}")
 
+    @property
+    def title(self) -> str:
+        """The model's name in pictures and tables."""
+        return f"{'Gated PixelCNN' if self.architecture == 'gated' else 'PixelCNN'}, {self.layers} x {self.filters}"
+
 
 def channel_groups(count: int, channels: int, parts: int = 1) -> np.ndarray:
     """The colour group of each of `count` feature channels: contiguous blocks, repeated `parts`

@@ -86,6 +86,12 @@ class PixelRNNConfig(PixelOutputs):
         if self.recurrent_layers < 1:
             raise ValueError(f"recurrent_layers must be 1 or more, got {self.recurrent_layers}")
 
+    @property
+    def title(self) -> str:
+        """The model's name in pictures and tables."""
+        name = "Row LSTM" if self.layer == "row" else "Diagonal BiLSTM"
+        return f"{name}, {self.recurrent_layers} x {self.hidden_units}"
+
 
 # ---------------------------------------------------------------- pieces of both layers
 def lstm_cell(gates: tf.Tensor, cell: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -46,7 +46,8 @@ def broken_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def reference_verdicts(exports, dqn_export, pg_export, pendulum_export, broken_export, tmp_path_factory):
+def reference_verdicts(exports, dqn_export, pg_export, pendulum_export, pixelrnn_export, broken_export,
+                       tmp_path_factory):
     """What the reference checker ($REFERENCE_LOAD_CHECKER) says of each export: {version_dir: (ok, output)},
     empty when no checker is set (the tests then rely on `python -m export verify` alone).
 
@@ -55,7 +56,7 @@ def reference_verdicts(exports, dqn_export, pg_export, pendulum_export, broken_e
     """
     if REFERENCE_CHECKER is None or not REFERENCE_CHECKER.exists():
         return {}
-    versions = [*exports[2].values(), dqn_export, pg_export[1], pendulum_export[1], broken_export]
+    versions = [*exports[2].values(), dqn_export, pg_export[1], pendulum_export[1], pixelrnn_export, broken_export]
     copies = tmp_path_factory.mktemp("reference-copies")
     copied = {}
     for index, version_dir in enumerate(versions):

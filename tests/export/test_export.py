@@ -144,6 +144,21 @@ def test_a_failed_export_leaves_no_version_behind(smoke_run, tmp_path, monkeypat
     assert list((tmp_path / "vae").iterdir()) == []  # no staging directory either
 
 
+def test_a_pixelrnn_export_loads_as_the_server_loads_it(pixelrnn_export, reference_verdicts, capsys):
+    """Both PixelRNN layers share the signatures; the smoke run's Diagonal BiLSTM (its skew, scans and
+    the fast sampler's loops) loads through our session-based verifier and the reference checker (when set)."""
+    status, out, _ = export_cli(["verify", str(pixelrnn_export)], capsys)
+    assert status == 0, out
+    assert out.strip().endswith("OK, loads through the session-based loader and all 4 signatures run")
+    reference_ok, output = reference_verdicts.get(pixelrnn_export, (True, "no reference checker"))
+    assert reference_ok, output
+    card = json.loads((pixelrnn_export / "assets.extra" / "model_card.json").read_text())
+    assert card["family"] == "pixelrnn" and card["model_config"]["layer"] == "diagonal"
+    assert set(card["signatures"]) == {"serving_default", "sample", "log_prob", "complete"}
+    assert set(card["signatures"]["complete"]["inputs"]) == {"images", "known_rows", "seed"}
+    assert card["metrics"]["test_nll"] > 0
+
+
 def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(broken_export, reference_verdicts,
                                                                              capsys):
     assert tf.saved_model.load(str(broken_export)).signatures["serving_default"](x=tf.zeros([1, 4]))  # eager loads
@@ -172,7 +187,7 @@ def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path, 
     assert status == 1 and "decode: FAILED" in out
 
 
-@pytest.mark.parametrize("fixture", ["smoke_run", "pixelcnn_run", "dqn_run"])
+@pytest.mark.parametrize("fixture", ["smoke_run", "pixelcnn_run", "pixelrnn_run", "dqn_run"])
 def test_load_run_restores_every_variable(fixture, request):
     """Two rebuilds from the checkpoint are identical (fresh initialisations would differ)."""
     run_dir = request.getfixturevalue(fixture)[0]
@@ -194,7 +209,8 @@ def test_a_checkpoint_without_the_models_variables_is_refused(smoke_run, tmp_pat
 
 
 @pytest.mark.parametrize("fixture, kind", [("smoke_export", "image_model"), ("pixelcnn_export", "image_model"),
-                                           ("dqn_export", "policy"), ("pg_export", "policy")])
+                                           ("pixelrnn_export", "image_model"), ("dqn_export", "policy"),
+                                           ("pg_export", "policy")])
 def test_each_family_exports_as_its_run_declares(fixture, kind, request):
     """Image models go through keras.export.ExportArchive; policies get tf-agents' layout too."""
     from export.policy import POLICY_SPECS

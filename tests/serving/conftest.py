@@ -234,11 +234,11 @@ def half_plus_two(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixelcnn_export, dqn_export, pg_export,
-                  pendulum_export, ppo_export, tmp_path_factory):
+def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixelcnn_export, pixelrnn_export,
+                  dqn_export, pg_export, pendulum_export, ppo_export, tmp_path_factory):
     """One server for every test that only reads, or cancels only its own requests: the smoke VAE,
-    the CartPole test policy (label `stable` -> 1), `spin`, half_plus_two, and the PixelCNN, DQN,
-    policy-gradient, A2C and PPO smoke exports (trained once for the whole suite), with REST,
+    the CartPole test policy (label `stable` -> 1), `spin`, half_plus_two, and the PixelCNN, PixelRNN,
+    DQN, policy-gradient, A2C and PPO smoke exports (trained once for the whole suite), with REST,
     Prometheus, CORS, one session run per model at a time, a 16 MB request bound, model
     roots, and the real server's test-harness flags. A server start costs 10-30 s here."""
     folder = tmp_path_factory.mktemp("shared")
@@ -252,7 +252,8 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
         f'  config {{ name: "spin_b" base_path: "{spin_models / "spin"}" model_platform: "tensorflow" }}\n'
         f'  config {{ name: "half_plus_two" base_path: "{half_plus_two}" model_platform: "tensorflow" }}\n'
         + "".join(f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}\n'
-                  for name, path in [("pixelcnn", pixelcnn_export.parent), ("cartpole_dqn", dqn_export.parent),
+                  for name, path in [("pixelcnn", pixelcnn_export.parent), ("pixelrnn", pixelrnn_export.parent),
+                                     ("cartpole_dqn", dqn_export.parent),
                                      ("cartpole_pg", pg_export[1].parent),
                                      ("pendulum_a2c", pendulum_export[1].parent),
                                      ("cartpole_ppo", ppo_export[1].parent)])
@@ -265,9 +266,9 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
                      "--max_inflight_per_model=1", "--max_request_bytes=16000000", f"--allowed_model_roots={root}",
                      "--grpc_channel_arguments=grpc.max_connection_age_ms=600000,grpc.so_reuseaddr=1",
                      "--enable_grpc_healthcheck_service", "--num_load_threads=2", "--num_unload_threads=1",
-                     "--rest_api_num_threads=2", timeout=600,  # ten models; the PixelCNN's warm-up samples
-                     wait_for=("vae", "cartpole", "spin", "spin_b", "half_plus_two", "pixelcnn", "cartpole_dqn", "cartpole_pg",
-                               "pendulum_a2c", "cartpole_ppo"))
+                     "--rest_api_num_threads=2", timeout=600,  # eleven models; the pixel models' warm-up samples
+                     wait_for=("vae", "cartpole", "spin", "spin_b", "half_plus_two", "pixelcnn", "pixelrnn",
+                               "cartpole_dqn", "cartpole_pg", "pendulum_a2c", "cartpole_ppo"))
     started.allowed_root = root
     yield started
     assert started.process.poll() is None, started.output()

@@ -134,6 +134,51 @@ def test_query_sample_and_complete_on_a_pixelcnn(shared_server, tmp_path, capsys
         np.testing.assert_array_equal(completed[1, :20], images[1, :20])
 
 
+def test_a_pixelrnn_export_answers_sample_log_prob_and_complete_over_grpc(shared_server, pixelrnn_run, tmp_path,
+                                                                         capsys):
+    """The served smoke PixelRNN (official gRPC stubs) answers as the run's model restored in this process: the
+    same samples for the same seeds (another process, the same images), the same log p(x), completions that
+    keep their known rows bit for bit; `query complete --model=pixelrnn` works as for the PixelCNN."""
+    import tensorflow as tf
+
+    from export.savedmodel import load_run
+    from tests.serving.test_api import predict_request
+
+    model, _ = load_run(pixelrnn_run[0])
+    images = np.load(pixelrnn_run[0] / "examples.npz")["images"][:3]  # held-out binarized digits, 8x8
+    seeds = np.array([7, 8, 7], np.int64)
+
+    def predict(signature, **inputs):
+        reply = shared_server.stub.Predict(predict_request("pixelrnn", signature, **inputs), timeout=60)
+        return {alias: tf.make_ndarray(tensor) for alias, tensor in reply.outputs.items()}
+
+    sampled = predict("sample", seed=seeds)["images"]
+    np.testing.assert_array_equal(sampled, model.sample(tf.constant(seeds)).numpy())
+    np.testing.assert_array_equal(sampled[0], sampled[2])  # a row's sample follows its seed alone
+    assert set(np.unique(sampled)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(predict("", seed=seeds)["images"], sampled)  # serving_default samples
+    scored = predict("log_prob", images=images)
+    np.testing.assert_allclose(scored["log_prob"], model.log_prob(images).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(scored["bits_per_dim"], -scored["log_prob"] / (64 * np.log(2)), rtol=1e-5)
+    known = np.array([0, 3, 8], np.int64)
+    completed = predict("complete", images=images, known_rows=known, seed=seeds)["images"]
+    np.testing.assert_array_equal(completed, model.complete_fast(images, known, tf.constant(seeds)).numpy())
+    np.testing.assert_array_equal(completed[0], sampled[0])  # nothing known: a sample
+    np.testing.assert_array_equal(completed[1, :3], images[1, :3])
+    np.testing.assert_array_equal(completed[2], images[2])  # every row known
+
+    digit = (images[1, ..., 0] * 255).astype(np.uint8)
+    Image.fromarray(digit).save(tmp_path / "digit.png")
+    code, out, err = run(query, [f"--server={shared_server.target}", "complete", "--model=pixelrnn",
+                                 f"--image={tmp_path / 'digit.png'}", "--known_rows=4", "-n", "2", "--scale=1",
+                                 f"--out={tmp_path / 'completed.png'}"], capsys)
+    assert code == 0, err
+    grid = np.asarray(Image.open(tmp_path / "completed.png"))
+    assert grid.shape == (9 + 1, 3 * 9 + 1)  # 8x8 cells, a pixel of border each
+    for column in range(3):  # the original, then two completions: each keeps the 4 known rows
+        np.testing.assert_array_equal(grid[1:5, 1 + 9 * column:9 + 9 * column], digit[:4])
+
+
 def test_query_play_runs_policy_exports_through_the_server(shared_server, dqn_run, pg_export, ppo_export, capsys):
     """The README's `query play`: a DQN export plays exactly as the trained network; a sampling
     policy-gradient export (seeded: the same seed plays the same game), its greedy signature

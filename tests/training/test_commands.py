@@ -20,6 +20,7 @@ def refusal(argv: list[str], capsys) -> str:
 DIFFERENT = {  # command -> (the trained run it is pointed at, options that differ from that run's, what differs)
     "vae": ("smoke_run", ["--preset=smoke", "--beta=2"], "beta"),
     "pixelcnn": ("pixelcnn_run", ["--preset=smoke", "--filters=8"], "filters"),
+    "pixelrnn": ("pixelrnn_run", ["--preset=smoke", "--layer=row"], "layer"),
     "dqn": ("dqn_run", ["--preset=smoke", "--learning_rate=0.5"], "learning_rate"),
     "reinforce": ("reinforce", ["--preset=smoke", "--gamma=0.9"], "gamma"),
     "reinforce_baseline": ("reinforce", ["--preset=smoke"], "algorithm, baseline, critic, normalize_returns"),
@@ -51,7 +52,7 @@ def test_a_run_of_another_family_is_refused(dqn_run, capsys):
 def test_an_unusable_run_directory_is_refused(command, out, message, tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a directory")
     no_smoke = ("bandits", "pg_compare", "nas", "tabular", "vae_vi", "vae_latent_dims", "vae_loss_balance",
-                "ae_classifier")
+                "ae_classifier", "compare_generative")
     preset = [] if command in no_smoke else ["--preset=smoke"]
     assert refusal([command, *preset, f"--out={out.format(tmp=tmp_path)}"], capsys).endswith(
         message.format(tmp=tmp_path))
