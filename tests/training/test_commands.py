@@ -61,5 +61,5 @@ def test_an_unusable_run_directory_is_refused(command, out, message, tmp_path, c
 def test_an_unknown_command_is_refused():
     result = run_module("-m", "training", "gan", "--out=x")  # before TensorFlow is imported: fast
     assert result.returncode == 2
-    assert "unknown command 'gan'; expected one of: a2c, ae_classifier, bandits, completions, cvae, dqn" in result.stderr
+    assert "unknown command 'gan'; expected one of: a2c, ae_classifier, bandits, compare_generative, completions, cvae, dqn" in result.stderr
     assert "Traceback" not in result.stderr
