@@ -124,40 +124,32 @@ def pg_smoke_runs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pg_export(pg_smoke_runs, tmp_path_factory):
     """The REINFORCE-with-baseline smoke run on CartPole, exported: (run_dir, version_dir)."""
-    from export.savedmodel import export_run
-
     run_dir, _ = pg_smoke_runs("reinforce_baseline")
-    return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pg-models"), "cartpole_pg")
+    return run_dir, exported_once(run_dir, "cartpole_pg", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def ppo_run(tmp_path_factory):
     """PPO's `smoke` preset (CartPole-v1) trained once: (run_dir, metrics)."""
-    from training import ppo
-
-    run_dir = tmp_path_factory.mktemp("ppo-smoke") / "run"
-    return run_dir, ppo.train(ppo.smoke(), run_dir, progress=False)
+    return smoke_trained("ppo", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def ppo_export(ppo_run, tmp_path_factory):
     """The PPO smoke run exported once: (run_dir, MODELS/cartpole_ppo/1)."""
-    from export.savedmodel import export_run
-
-    return ppo_run[0], export_run(ppo_run[0], tmp_path_factory.mktemp("ppo-models"), "cartpole_ppo")
+    return ppo_run[0], exported_once(ppo_run[0], "cartpole_ppo", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def pendulum_export(tmp_path_factory):
     """A short A2C run on Pendulum-v1 (a Gaussian policy), exported: (run_dir, version_dir)."""
-    from export.savedmodel import export_run
     from training import pg
 
     run_dir = tmp_path_factory.mktemp("pendulum") / "run"
     config = pg.TrainConfig(algorithm="a2c", env="Pendulum-v1", total_steps=400, eval_episodes=1,
                             final_eval_episodes=1)
     pg.train(config, run_dir, progress=False)
-    return run_dir, export_run(run_dir, tmp_path_factory.mktemp("pendulum-models"), "pendulum_a2c")
+    return run_dir, exported_once(run_dir, "pendulum_a2c", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -180,10 +172,7 @@ def grey_vae_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cvae_run(tmp_path_factory):
     """The completion model's `smoke` preset (8x8 digits) trained once: (run_dir, metrics)."""
-    from training import cvae
-
-    run_dir = tmp_path_factory.mktemp("cvae-smoke") / "run"
-    return run_dir, cvae.train(cvae.smoke(), run_dir, progress=False)
+    return smoke_trained("cvae", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
