@@ -42,11 +42,12 @@ import tensorflow as tf
 from rundir import Run, UserError
 from training import plots
 from training.config import run_command
+from training.ppo import PPOSettings
 from zoo import policy_stack, tf_envs
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork, a2c_loss, normalize_advantages, ppo_loss
 
 @dataclasses.dataclass(frozen=True)
-class InGraphConfig:
+class InGraphConfig(PPOSettings):
     """A whole-run-in-one-graph training: algorithm, environment, network, rollout and update settings."""
 
     algorithm: Literal["ppo", "a2c"] = "ppo"
@@ -59,38 +60,6 @@ class InGraphConfig:
     """Agents trained together, one per seed (0 <= seed < 2**31), e.g. --seeds=0,1,2."""
     total_steps: int = 50_000
     """Environment steps per agent (summed over its environments)."""
-    num_envs: int = 8
-    """Environments per agent, stepped together."""
-    n_steps: int = 32
-    """Steps per environment in each rollout (a rollout is num_envs x n_steps transitions)."""
-    update_epochs: int = 10
-    """PPO: passes over each rollout."""
-    num_minibatches: int = 1
-    """PPO: minibatches per pass."""
-    gamma: float = 0.99
-    """Discount factor."""
-    gae_lambda: float = 0.95
-    """lambda of the TD(lambda) targets: GAE's advantages below 1, n-step returns at 1."""
-    learning_rate: float = 3e-4
-    """Adam step size."""
-    anneal_learning_rate: bool = True
-    """Decay the step size linearly to 0 over total_steps."""
-    clip_ratio: float = 0.2
-    """PPO: epsilon of the clipped objective."""
-    anneal_clip_ratio: bool = False
-    """PPO: decay clip_ratio linearly to 0 over total_steps."""
-    clip_value: float | None = None
-    """PPO: clip the critic's change from the rollout's values to this in the value loss (none: unclipped)."""
-    value_weight: float = 0.5
-    """Weight of the critic's squared error in the loss."""
-    entropy_weight: float = 0.0
-    """Weight of the entropy bonus."""
-    max_grad_norm: float | None = 0.5
-    """Clip each gradient step to this global norm, per agent (none: no clipping)."""
-    normalize_advantages: bool = True
-    """PPO: scale each minibatch's advantages to mean 0 and standard deviation 1."""
-    reward_scale: float = 1.0
-    """Multiply rewards by this while learning (returns are reported unscaled)."""
     eval_every: int = 1_000
     """Environment steps between greedy evaluations (rounded up to whole rollouts)."""
     eval_episodes: int = 10
@@ -104,26 +73,12 @@ class InGraphConfig:
     """Compile the training loop and the evaluation with XLA."""
 
     def __post_init__(self):
-        for name in ("total_steps", "num_envs", "n_steps", "update_epochs", "num_minibatches", "eval_every",
-                     "eval_episodes", "final_eval_episodes"):
+        super().__post_init__()
+        for name in ("eval_every", "eval_episodes", "final_eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(0 <= s < 2**31 for s in self.seeds):
             raise ValueError(f"seeds must be distinct integers in [0, 2**31), got {self.seeds}")
-        if self.batch_size % self.num_minibatches:
-            raise ValueError(f"num_minibatches ({self.num_minibatches}) must divide num_envs x n_steps "
-                             f"({self.batch_size})")
-        for name in ("learning_rate", "clip_ratio"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-
-    @property
-    def batch_size(self) -> int:
-        """Transitions per rollout, per agent."""
-        return self.num_envs * self.n_steps
 
     @property
     def iterations(self) -> int:

@@ -35,13 +35,10 @@ from zoo.policy_gradient import PolicyConfig, PolicyNetwork, gae_targets, normal
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOConfig(RLOptions):
-    """A PPO run: environment, network, rollout and update settings (and the shared evaluation options)."""
+class PPOSettings:
+    """PPO's rollout and update settings; the ppo command's config and the in-graph engine's
+    (training/ingraph.py, whose A2C takes one step per rollout and ignores the clipping) share them."""
 
-    env: str = "CartPole-v1"
-    """Gymnasium environment id (discrete or continuous actions)."""
-    model: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
-    """Policy and critic (its fields are options too: --hidden=64,64, --critic=shared)."""
     total_steps: int = 100_000
     """Environment steps to train for (summed over the parallel environments)."""
     num_envs: int = 8
@@ -76,13 +73,8 @@ class PPOConfig(RLOptions):
     """Scale each minibatch's advantages to mean 0 and standard deviation 1."""
     reward_scale: float = 1.0
     """Multiply rewards by this while learning (returns are reported unscaled)."""
-    seed: int = 0
-    """Seed of initialisation, sampling, minibatch order and environment resets."""
-    jit_compile: bool = False
-    """Compile the update with XLA (its compile outweighs what it saves in the presets' runs: docs/ppo.md)."""
 
     def __post_init__(self):
-        super().__post_init__()
         for name in ("total_steps", "num_envs", "n_steps", "update_epochs", "num_minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -98,12 +90,30 @@ class PPOConfig(RLOptions):
 
     @property
     def batch_size(self) -> int:
-        """Transitions per rollout."""
+        """Transitions per rollout (per agent)."""
         return self.num_envs * self.n_steps
 
     @property
     def minibatch_size(self) -> int:
         return self.batch_size // self.num_minibatches
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig(RLOptions, PPOSettings):
+    """A PPO run: environment, network, rollout and update settings (and the shared evaluation options)."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium environment id (discrete or continuous actions)."""
+    model: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    """Policy and critic (its fields are options too: --hidden=64,64, --critic=shared)."""
+    seed: int = 0
+    """Seed of initialisation, sampling, minibatch order and environment resets."""
+    jit_compile: bool = False
+    """Compile the update with XLA (its compile outweighs what it saves in the presets' runs: docs/ppo.md)."""
+
+    def __post_init__(self):
+        RLOptions.__post_init__(self)
+        PPOSettings.__post_init__(self)
 
 
 def cartpole() -> PPOConfig:
