@@ -9,6 +9,7 @@ the final greedy average over 20 fresh episodes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -60,6 +61,16 @@ class Clock:
                 "steps_per_second": steps / self.train_seconds,
                 "first_475_step": solved and solved["step"], "first_475_seconds": solved and solved["train_seconds"],
                 "final_return": sum(final) / len(final), "curve": [round(r["eval_return"]) for r in self.history]}
+
+
+def train_ours(agent: str, train, config, seed: int) -> dict:
+    """Train one of our presets (`train(config, run_dir)`, a training module's train) with this
+    protocol's evaluation schedule and the given seed; its record."""
+    run_dir = Path(f"/tmp/{agent}-benchmark-{seed}-{os.getpid()}")
+    config = dataclasses.replace(config, seed=seed, eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES,
+                                 final_eval_episodes=FINAL_EPISODES)
+    train(config, run_dir, progress=False)
+    return ours(agent, run_dir, seed)
 
 
 def ours(agent: str, run_dir: Path, seed: int) -> dict:

@@ -23,25 +23,19 @@ benchmarks/cartpole_runs.py holds what the CartPole benchmarks share.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES, Clock, main, ours, sb3_run,  # noqa: E402
+from cartpole_runs import (Clock, main, sb3_run, train_ours,  # noqa: E402
                            tf_agents_cartpole)
 
 
 def run_ours(seed: int) -> dict:
     from training import dqn
 
-    run_dir = Path(f"/tmp/dqn-benchmark-ours-{seed}-{os.getpid()}")
-    config = dataclasses.replace(dqn.cartpole(), seed=seed, eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES,
-                                 final_eval_episodes=FINAL_EPISODES)
-    dqn.train(config, run_dir, progress=False)
-    return ours("ours", run_dir, seed)
+    return train_ours("ours", dqn.train, dqn.cartpole(), seed)
 
 
 def run_tf_agents(seed: int) -> dict:

@@ -19,25 +19,18 @@ Ratios: tf-agents REINFORCE against our REINFORCE with baseline, SB3's A2C again
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES,  # noqa: E402
-                           let_tf_agents_count_actions_under_numpy_2, main, ours, sb3_run, tf_agents_cartpole,
-                           tf_agents_episodes_run)
+from cartpole_runs import (let_tf_agents_count_actions_under_numpy_2, main, sb3_run,  # noqa: E402
+                           tf_agents_cartpole, tf_agents_episodes_run, train_ours)
 
 
 def run_ours(algorithm: str, seed: int) -> dict:
     from training import pg
 
-    run_dir = Path(f"/tmp/pg-benchmark-{algorithm}-{seed}-{os.getpid()}")
-    config = dataclasses.replace(pg.cartpole(algorithm), seed=seed, eval_every=EVAL_EVERY,
-                                 eval_episodes=EVAL_EPISODES, final_eval_episodes=FINAL_EPISODES)
-    pg.train(algorithm, config, run_dir, progress=False)
-    return ours(f"ours_{algorithm}", run_dir, seed)
+    return train_ours(f"ours_{algorithm}", pg.train, pg.cartpole(algorithm), seed)
 
 
 def run_tf_agents(seed: int) -> dict:

@@ -27,15 +27,12 @@ Ratios: SB3's and tf-agents' median seconds to 475 over ours, and our steps per 
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_runs import (EVAL_EPISODES, EVAL_EVERY, FINAL_EPISODES,  # noqa: E402
-                           let_tf_agents_count_actions_under_numpy_2, main, ours, sb3_run, tf_agents_cartpole,
-                           tf_agents_episodes_run)
+from cartpole_runs import (let_tf_agents_count_actions_under_numpy_2, main, sb3_run,  # noqa: E402
+                           tf_agents_cartpole, tf_agents_episodes_run, train_ours)
 
 REFERENCE_STEPS = 100_000
 
@@ -45,12 +42,7 @@ def run_ours(seed: int) -> dict:
     from training.config import use_threads
 
     use_threads(1)  # as `python -m training ppo` does by default
-
-    run_dir = Path(f"/tmp/ppo-benchmark-{seed}-{os.getpid()}")
-    config = dataclasses.replace(ppo.cartpole(), seed=seed, eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES,
-                                 final_eval_episodes=FINAL_EPISODES)
-    ppo.train(config, run_dir, progress=False)
-    return ours("ours_ppo", run_dir, seed)
+    return train_ours("ours_ppo", ppo.train, ppo.cartpole(), seed)
 
 
 def run_sb3(seed: int) -> dict:
