@@ -65,7 +65,7 @@ def exported(model, directory: Path):
     tagged 'serve', restore and init ops, a raw Session run on the signature's tensor names).
 
     Returns run(signature, **inputs) -> {output alias: array}; run.signatures lists the signature
-    names and run.servable is the loaded model."""
+    names."""
     import keras
 
     from serving.servable import Servable
@@ -81,6 +81,5 @@ def exported(model, directory: Path):
         definition = servable.signature(signature)
         return servable.run(definition, inputs, sorted(definition.outputs))
 
-    run.servable = servable
     run.signatures = sorted(n for n in servable.signatures if not n.startswith("__"))
     return run
