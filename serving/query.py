@@ -160,6 +160,9 @@ def _complete(client, args, parser) -> int:
 def _classify(client, args, parser) -> int:
     images = _read_images(client, args, parser, args.signature, args.image)
     outputs = client.predict(args.model, {"images": images}, signature=args.signature)
+    if missing := {"probabilities", "classes"} - outputs.keys():
+        parser.error(f"{args.model}'s signature {args.signature!r} has no output {', '.join(sorted(missing))}; "
+                     "classify reads probabilities and classes")
     for path, probabilities, predicted in zip(args.image, outputs["probabilities"], outputs["classes"]):
         print(f"{path}: class {int(predicted)} (probability {probabilities[int(predicted)]:.3f}); probabilities "
               + " ".join(f"{p:.3f}" for p in probabilities))
