@@ -119,9 +119,9 @@ def _sample(client, args, parser) -> int:
     return 0
 
 
-def _read_image(client, args, parser, signature: str, path: str) -> np.ndarray:
-    """The image file at `path` as float32 [H, W, C] in [0, 1], checked against the size the
-    signature's `images` input takes."""
+def _read_images(client, args, parser, signature: str, paths: list[str]) -> np.ndarray:
+    """The image files at `paths` as float32 [N, H, W, C] in [0, 1], checked against the size the
+    signature's `images` input takes (the model's metadata is asked for once)."""
     from PIL import Image
 
     if signature not in (signatures := client.metadata(args.model)):
@@ -129,20 +129,23 @@ def _read_image(client, args, parser, signature: str, path: str) -> np.ndarray:
         parser.error(f"{args.model} has no signature {signature!r}; it has {names}")
     dims = [d.size for d in signatures[signature].inputs["images"].tensor_shape.dim]
     height, width, channels = dims[1:]
-    try:
-        picture = Image.open(path).convert("L" if channels == 1 else "RGB")
-    except OSError as error:
-        parser.error(f"--image {path}: {error}")
-    if picture.size != (width, height):
-        parser.error(f"--image {path} is {picture.width}x{picture.height}; {args.model} takes "
-                     f"{width}x{height} images")
-    return np.asarray(picture, dtype=np.float32).reshape(height, width, channels) / 255
+    images = []
+    for path in paths:
+        try:
+            picture = Image.open(path).convert("L" if channels == 1 else "RGB")
+        except OSError as error:
+            parser.error(f"--image {path}: {error}")
+        if picture.size != (width, height):
+            parser.error(f"--image {path} is {picture.width}x{picture.height}; {args.model} takes "
+                         f"{width}x{height} images")
+        images.append(np.asarray(picture, dtype=np.float32).reshape(height, width, channels) / 255)
+    return np.stack(images)
 
 
 def _complete(client, args, parser) -> int:
     if args.n < 1 or args.scale < 1:
         parser.error("-n and --scale must be at least 1")
-    image = _read_image(client, args, parser, "complete", args.image)
+    image = _read_images(client, args, parser, "complete", [args.image])[0]
     height = image.shape[0]
     if not 0 <= args.known_rows <= height:
         parser.error(f"--known_rows must be in [0, {height}], got {args.known_rows}")
@@ -155,8 +158,11 @@ def _complete(client, args, parser) -> int:
 
 
 def _classify(client, args, parser) -> int:
-    images = np.stack([_read_image(client, args, parser, args.signature, path) for path in args.image])
+    images = _read_images(client, args, parser, args.signature, args.image)
     outputs = client.predict(args.model, {"images": images}, signature=args.signature)
+    if missing := {"probabilities", "classes"} - outputs.keys():
+        parser.error(f"{args.model}'s signature {args.signature!r} has no output {', '.join(sorted(missing))}; "
+                     "classify reads probabilities and classes")
     for path, probabilities, predicted in zip(args.image, outputs["probabilities"], outputs["classes"]):
         print(f"{path}: class {int(predicted)} (probability {probabilities[int(predicted)]:.3f}); probabilities "
               + " ".join(f"{p:.3f}" for p in probabilities))

@@ -60,27 +60,21 @@ def jacobian(function, height, width, channels) -> np.ndarray:
 
 
 def exported(model, directory: Path):
-    """Write `model.serving_signatures()` in `directory` through ExportArchive (as export does) and load it
+    """Write `model.serving_signatures()` in `directory` as export does (write_image_model) and load it
     with the session-based loader (serving.servable.Servable, as TensorFlow Serving loads it: the meta graph
     tagged 'serve', restore and init ops, a raw Session run on the signature's tensor names).
 
     Returns run(signature, **inputs) -> {output alias: array}; run.signatures lists the signature
-    names and run.servable is the loaded model."""
-    import keras
-
+    names."""
+    from export.savedmodel import write_image_model
     from serving.servable import Servable
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for signature, (function, specs) in model.serving_signatures().items():
-        archive.add_endpoint(signature, function, input_signature=specs)
-    archive.write_out(str(directory), verbose=False)
+    write_image_model(model, directory, model.serving_signatures(), train_step=0)
     servable = Servable(directory.parent.name, 1, directory)
 
     def run(signature: str, **inputs) -> dict:
         definition = servable.signature(signature)
         return servable.run(definition, inputs, sorted(definition.outputs))
 
-    run.servable = servable
     run.signatures = sorted(n for n in servable.signatures if not n.startswith("__"))
     return run
