@@ -165,7 +165,7 @@ def draw_completions(runs: list[Path], out: Path, known_rows: int, images: int, 
                         f"the same data")
     first = Run.read(runs[0]).config
     data = load_images(first["data"])
-    originals = image_loop.binarized(data.test_images, first["seed"] + 1)[:images]
+    originals = image_loop.held_out_images(data, first["binarize"], first["seed"])[:images].astype(np.float32)
     height = originals.shape[1]
     if not 0 <= known_rows <= height:
         raise UserError(f"--known_rows must be in [0, {height}], got {known_rows}")
