@@ -185,7 +185,7 @@ def main_completions(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training completions",
                                      description="Several completions of the same held-out top halves by each run.")
     parser.add_argument("--runs", nargs="+", type=Path, required=True,
-                        help="training runs of models with a `complete` signature (cvae, pixelcnn)")
+                        help="training runs of models with a `complete` signature (cvae, pixelcnn, pixelrnn)")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
     parser.add_argument("--known_rows", type=int, default=14, help="rows given from the top (default: %(default)s)")
     parser.add_argument("--images", type=int, default=6, help="held-out digits (default: %(default)s)")
