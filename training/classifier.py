@@ -124,8 +124,7 @@ def train(config: TrainConfig, out: str | Path, autoencoder: VAE | None = None) 
         return run.metrics
     chosen = labelled_subset(data.train_labels, schedule.labels_per_class, config.seed)
     train_images, train_labels = data.train_images[chosen], data.train_labels[chosen]
-    test_images = (image_loop.binarized(data.test_images, config.seed + 1) if config.binarize
-                   else np.asarray(data.test_images))
+    test_images = image_loop.held_out_images(data, config.binarize, config.seed)
     batch = min(schedule.batch_size, len(chosen))
     rng = np.random.default_rng(config.seed)
 

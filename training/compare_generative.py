@@ -100,7 +100,7 @@ def draw(model: keras.Model, seeds: tf.Tensor, originals: np.ndarray, labels: np
     conditional = model.config.conditional
     spec = tf.TensorSpec([None], tf.int64)
     sample = tf.function(model.sample).get_concrete_function(spec, spec if conditional else None)
-    sample_labels = [tf.constant(np.arange(len(seeds)) % 10, tf.int64)] if conditional else []
+    sample_labels = [tf.constant(np.arange(len(seeds)) % model.config.num_classes, tf.int64)] if conditional else []
     sample(seeds[:1], *[labels[:1] for labels in sample_labels])  # the first call also optimizes the graph
     started = time.perf_counter()
     samples = sample(seeds, *sample_labels).numpy()

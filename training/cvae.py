@@ -165,7 +165,7 @@ def draw_completions(runs: list[Path], out: Path, known_rows: int, images: int, 
                         f"the same data")
     first = Run.read(runs[0]).config
     data = load_images(first["data"])
-    originals = image_loop.binarized(data.test_images, first["seed"] + 1)[:images]
+    originals = image_loop.held_out_images(data, first["binarize"], first["seed"])[:images].astype(np.float32)
     height = originals.shape[1]
     if not 0 <= known_rows <= height:
         raise UserError(f"--known_rows must be in [0, {height}], got {known_rows}")
@@ -185,7 +185,7 @@ def main_completions(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training completions",
                                      description="Several completions of the same held-out top halves by each run.")
     parser.add_argument("--runs", nargs="+", type=Path, required=True,
-                        help="training runs of models with a `complete` signature (cvae, pixelcnn)")
+                        help="training runs of models with a `complete` signature (cvae, pixelcnn, pixelrnn)")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
     parser.add_argument("--known_rows", type=int, default=14, help="rows given from the top (default: %(default)s)")
     parser.add_argument("--images", type=int, default=6, help="held-out digits (default: %(default)s)")

@@ -44,7 +44,7 @@ def load_vae(run_dir: Path) -> tuple[VAE, np.ndarray, np.ndarray | None]:
                         f"VAE with a Gaussian latent")
     options = info["run"].config
     data = load_images(options["data"])
-    images = image_loop.binarized(data.test_images, options["seed"] + 1) if options["binarize"] else data.test_images
+    images = image_loop.held_out_images(data, options["binarize"], options["seed"])
     return model, images, data.test_labels if model.config.conditional else None
 
 
