@@ -217,13 +217,15 @@ def solve(config: TabularConfig, out: str | Path, *, progress: bool = False) -> 
              + f", gamma {config.gamma:g}; expected returns over the {limit}-step limit")
     draw(run.directory / "tabular.png", grid, values, greedy, over, episodes, title)
     random_expected, greedy_expected = (episode[2] for episode in episodes.values())
+    optimal_expected = (greedy_expected if config.method == "value_iteration"  # the greedy policy is q*'s
+                        else float(starts @ evaluate_policy(env, one_hot(q_star.argmax(axis=1), num_actions), limit)))
     return run.finish({
         "grid": text_grid(grid, values, greedy, over), "env": config.env, "method": config.method,
         "gamma": config.gamma, "value_iteration_sweeps": sweeps,
         "values": values.tolist(), "greedy_actions": greedy.tolist(), "optimal_values": optimal_values.tolist(),
         "greedy_optimal_states": int(optimal_here.sum()), "states": len(values),
         "random_return": random_expected, "greedy_return": greedy_expected,
-        "optimal_return": float(starts @ evaluate_policy(env, one_hot(q_star.argmax(axis=1), num_actions), limit)),
+        "optimal_return": optimal_expected,
         "drawn_returns": {label: episode[1] for label, episode in episodes.items()},
     })
 
