@@ -1,12 +1,13 @@
 """Shared set-up: quiet TensorFlow, two logical CPU devices (for MirroredStrategy tests), and
 the trained runs and exports that several test files read, each trained once per session."""
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tests.helpers import ROOT, train_run  # noqa: E402
+from tests.helpers import ROOT, once_per_suite, train_run  # noqa: E402
 
 CPUS = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
@@ -28,27 +29,27 @@ def pytest_collection_modifyitems(config, items):
 
 
 def smoke_trained(family: str, tmp_path_factory):
-    """training/FAMILY.py's `smoke` preset trained in a fresh directory: (run_dir, metrics)."""
+    """training/FAMILY.py's `smoke` preset trained once per suite: (run_dir, metrics)."""
     import importlib
 
-    module = importlib.import_module(f"training.{family}")
-    run_dir = tmp_path_factory.mktemp(f"{family}-smoke") / "run"
-    return run_dir, module.train(module.smoke(), run_dir, progress=False)
+    def train(directory: Path):
+        module = importlib.import_module(f"training.{family}")
+        return directory / "run", module.train(module.smoke(), directory / "run", progress=False)
+    return once_per_suite(f"{family}-smoke", tmp_path_factory, train)
 
 
 def exported_once(run_dir, name: str, tmp_path_factory):
-    """A run exported to a fresh MODELS directory: MODELS/NAME/1."""
+    """A run exported once per suite to a MODELS directory of its own: MODELS/NAME/1."""
     from export.savedmodel import export_run
 
-    return export_run(run_dir, tmp_path_factory.mktemp(f"{name}-models"), name)
+    return once_per_suite(f"{name}-models", tmp_path_factory, lambda models: export_run(run_dir, models, name))
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The `smoke` preset with no overrides, trained once: (run_dir, metrics)."""
-    run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    _, metrics = train_run(run_dir)
-    return run_dir, metrics
+    return once_per_suite("smoke", tmp_path_factory, lambda directory: (directory / "run",
+                                                                       train_run(directory / "run")[1]))
 
 
 @pytest.fixture(scope="session")
@@ -82,9 +83,11 @@ def pixelrnn_row_run(tmp_path_factory):
 
     from training.__main__ import main
 
-    run_dir = tmp_path_factory.mktemp("pixelrnn-row") / "run"
-    assert main(["pixelrnn", "--preset", "smoke", "--layer", "row", "--no_progress", f"--out={run_dir}"]) == 0
-    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+    def train(directory: Path):
+        run_dir = directory / "run"
+        assert main(["pixelrnn", "--preset", "smoke", "--layer", "row", "--no_progress", f"--out={run_dir}"]) == 0
+        return run_dir, json.loads((run_dir / "metrics.json").read_text())
+    return once_per_suite("pixelrnn-row", tmp_path_factory, train)
 
 
 @pytest.fixture(scope="session")
@@ -111,13 +114,10 @@ def pg_smoke_runs(tmp_path_factory):
     for: a function algorithm -> (run_dir, metrics)."""
     from training import pg
 
-    runs = {}
-
     def run(algorithm: str):
-        if algorithm not in runs:
-            run_dir = tmp_path_factory.mktemp(f"pg-{algorithm}") / "run"
-            runs[algorithm] = run_dir, pg.train(pg.smoke(algorithm), run_dir, progress=False)
-        return runs[algorithm]
+        def train(directory: Path):
+            return directory / "run", pg.train(pg.smoke(algorithm), directory / "run", progress=False)
+        return once_per_suite(f"pg-{algorithm}", tmp_path_factory, train)
     return run
 
 
@@ -145,10 +145,12 @@ def pendulum_export(tmp_path_factory):
     """A short A2C run on Pendulum-v1 (a Gaussian policy), exported: (run_dir, version_dir)."""
     from training import pg
 
-    run_dir = tmp_path_factory.mktemp("pendulum") / "run"
-    config = pg.TrainConfig(algorithm="a2c", env="Pendulum-v1", total_steps=400, eval_episodes=1,
-                            final_eval_episodes=1)
-    pg.train(config, run_dir, progress=False)
+    def train(directory: Path):
+        config = pg.TrainConfig(algorithm="a2c", env="Pendulum-v1", total_steps=400, eval_episodes=1,
+                                final_eval_episodes=1)
+        pg.train(config, directory / "run", progress=False)
+        return directory / "run"
+    run_dir = once_per_suite("pendulum", tmp_path_factory, train)
     return run_dir, exported_once(run_dir, "pendulum_a2c", tmp_path_factory)
 
 
@@ -157,16 +159,16 @@ def nas_run(tmp_path_factory):
     """The architecture search's `smoke` preset run once: (run_dir, metrics)."""
     from training import nas
 
-    run_dir = tmp_path_factory.mktemp("nas") / "run"
-    return run_dir, nas.search(nas.PRESETS["smoke"](), run_dir, progress=False)
+    return once_per_suite("nas", tmp_path_factory, lambda directory: (
+        directory / "run", nas.search(nas.PRESETS["smoke"](), directory / "run", progress=False)))
 
 
 @pytest.fixture(scope="session")
 def grey_vae_run(tmp_path_factory):
     """The `grey` preset (the Gaussian decoder on the 8x8 grey digits) for 20 epochs, with an
     `encode_refined` signature of 4 steps: (run_dir, metrics)."""
-    run_dir = tmp_path_factory.mktemp("grey-vae") / "run"
-    return run_dir, train_run(run_dir, preset="grey", epochs=20, iw_samples=8, refine_steps=4)[1]
+    return once_per_suite("grey-vae", tmp_path_factory, lambda directory: (
+        directory / "run", train_run(directory / "run", preset="grey", epochs=20, iw_samples=8, refine_steps=4)[1]))
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +183,7 @@ def classifier_runs(smoke_run, tmp_path_factory):
     (comparison run_dir, its metrics); the classifiers are in run_dir/pretrained-0 and scratch-0."""
     from training import classifier
 
-    run_dir = tmp_path_factory.mktemp("ae-classifier") / "run"
     config = classifier.CompareConfig(encoder_from=str(smoke_run[0]), seeds=(0,),
                                       schedule=classifier.Schedule(head_steps=100, finetune_steps=20))
-    return run_dir, classifier.compare(config, run_dir)
+    return once_per_suite("ae-classifier", tmp_path_factory, lambda directory: (
+        directory / "run", classifier.compare(config, directory / "run")))

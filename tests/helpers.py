@@ -1,16 +1,50 @@
-"""Helpers for the tests: run a module in a subprocess, train a preset in-process, check an
-autoregressive model's causality by gradients, export a model and load it as the server does."""
+"""Helpers for the tests: make a trained run once for the whole suite, run a module in a
+subprocess, train a preset in-process, check an autoregressive model's causality by gradients,
+export a model and load it as the server does."""
 import dataclasses
 import itertools
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import tensorflow as tf
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def suite_temp(tmp_path_factory) -> Path:
+    """The suite's temporary directory: pytest-N/, shared by the processes of `pytest -n 2` (each
+    of which has its own pytest-N/popen-gwK)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+
+
+def once_per_suite(name: str, tmp_path_factory, make: Callable[[Path], T]) -> T:
+    """make(a fresh directory), done once for the whole suite even when it runs in two processes.
+
+    Under pytest-xdist the first process to ask makes it in the processes' common temporary
+    directory, holding a file lock; the other waits for the lock and reads the pickled result.
+    What is made this way is read, never changed, by the tests (as any session fixture's is).
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make(tmp_path_factory.mktemp(name))
+    common = suite_temp(tmp_path_factory)
+    directory, result = common / name, common / f"{name}.pickle"
+    with FileLock(common / f"{name}.lock"):
+        if result.exists():
+            return pickle.loads(result.read_bytes())
+        shutil.rmtree(directory, ignore_errors=True)  # what a failed attempt left
+        directory.mkdir()
+        made = make(directory)
+        result.write_bytes(pickle.dumps(made))
+        return made
 
 
 def run_module(*args: str, cwd: Path = ROOT, timeout: float = 300, **kwargs):

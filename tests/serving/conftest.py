@@ -14,7 +14,7 @@ import pytest
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, suite_temp
 
 OBSERVATION = 4
 
@@ -260,7 +260,7 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
         + "}\n")
     monitoring = folder / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
-    root = tmp_path_factory.getbasetemp()
+    root = suite_temp(tmp_path_factory)
     started = Server(f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
                      "--rest_api_enable_cors_support", "--allow_version_labels_for_unavailable_models",
                      "--max_inflight_per_model=1", "--max_request_bytes=16000000", f"--allowed_model_roots={root}",
