@@ -55,6 +55,8 @@ class NASConfig:
     """T of MnasNet's reward ACC (T / FLOPs)^w, in multiply-adds; none: the reward is the accuracy alone."""
     flops_exponent: float = 0.07
     """w of that reward (0.07 in MnasNet and EfficientNet: twice the FLOPs multiply the reward by 2^-0.07 = 0.953)."""
+    flops_exponent_below: float | None = None
+    """w for children at or under T (MnasNet's alpha); none: `flops_exponent` on both sides (the soft constraint)."""
     controller_update: Literal["reinforce", "ppo"] = "reinforce"
     """One REINFORCE step per batch of architectures, or several clipped PPO steps on it."""
     ppo_epochs: int = 4
@@ -95,8 +97,9 @@ class NASConfig:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if self.target_flops is not None and not self.target_flops > 0:
             raise ValueError(f"target_flops must be positive (or none), got {self.target_flops}")
-        if not self.flops_exponent >= 0:
-            raise ValueError(f"flops_exponent must be at least 0, got {self.flops_exponent}")
+        for name in ("flops_exponent", "flops_exponent_below"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not 0 < self.clip_ratio < 1:
             raise ValueError(f"clip_ratio must be in (0, 1), got {self.clip_ratio}")
 
@@ -255,7 +258,7 @@ def search(config: NASConfig, out: str | Path, *, progress: bool = True) -> dict
                 if trained:
                     scores[key] = train_child(space.decode(row), splits, config)
                 reward = flops_reward(scores[key]["validation_accuracy"], scores[key]["flops"], config.target_flops,
-                                      config.flops_exponent)
+                                      config.flops_exponent, config.flops_exponent_below)
                 children.append({"architecture": str(space.decode(row)), "choices": list(key), "trained": trained,
                                  **scores[key], "reward": float(reward)})
             reward = np.array([child["reward"] for child in children], np.float32)
@@ -298,7 +301,9 @@ def search(config: NASConfig, out: str | Path, *, progress: bool = True) -> dict
         "controller_mode_probability": float(controller.probabilities(favourite[None])[0]),
     }
     objective = ("validation accuracy" if config.target_flops is None else
-                 f"accuracy x ({config.target_flops:g} / FLOPs)^{config.flops_exponent:g}")
+                 f"accuracy x ({config.target_flops:g} / FLOPs)^{config.flops_exponent:g}"
+                 + ("" if config.flops_exponent_below is None else
+                    f" above the target, ^{config.flops_exponent_below:g} under it"))
     draw(history, run.directory / "nas_rewards.png",
          f"{config.space} space, {config.controller_update}: {config.architectures_per_step} children per step, "
          f"baseline decay {config.baseline_decay:g}", objective)

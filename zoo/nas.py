@@ -325,16 +325,20 @@ def multiply_adds(model: keras.Model) -> int:
 
 
 def flops_reward(accuracy: float | np.ndarray, flops: float | np.ndarray, target_flops: float | None,
-                 exponent: float) -> float | np.ndarray:
-    """MnasNet's soft-constrained reward with FLOPs for latency, as in the EfficientNet-B0
-    search: ACC(m) (T / FLOPs(m))^w; the accuracy alone when T is None.
+                 exponent: float, exponent_below: float | None = None) -> float | np.ndarray:
+    """MnasNet's reward with FLOPs for latency, as in the EfficientNet-B0 search:
+    ACC(m) (T / FLOPs(m))^w, w = `exponent_below` (MnasNet's alpha) when FLOPs(m) <= T and
+    `exponent` (beta) above; the accuracy alone when T is None.
 
-    Twice the FLOPs costs a factor 2^-w (w = 0.07: 4.7%). With one exponent on both sides
-    of the target, T only scales every reward alike: w alone sets the trade-off.
+    The soft constraint has one w on both sides (`exponent_below` None; w = 0.07: twice the
+    FLOPs cost a factor 2^-0.07, 4.7%), and then T only scales every reward alike. With no
+    reward below the target (`exponent_below` 0), T matters: under it, accuracy alone.
     """
     if target_flops is None:
         return accuracy
-    return accuracy * (target_flops / np.asarray(flops, np.float64)) ** exponent
+    flops = np.asarray(flops, np.float64)
+    w = np.where(flops <= target_flops, exponent if exponent_below is None else exponent_below, exponent)
+    return accuracy * (target_flops / flops) ** w
 
 
 # ---------------------------------------------------------------- the controller

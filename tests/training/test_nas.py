@@ -57,3 +57,17 @@ def test_a_cell_search_with_ppo_and_the_flops_reward(tmp_path, capsys):
     assert (metrics["best_architecture"], metrics["best_flops"]) == (best["architecture"], best["flops"])
     assert metrics["search_space_size"] == (2 * 2 * 6 * 6 * 2) ** 2 and 0 <= metrics["best_test_accuracy"] <= 1
     assert f"{best['flops']:,} FLOPs" in capsys.readouterr().out
+
+
+def test_a_hard_flops_target_rewards_accuracy_alone_under_it(tmp_path, capsys):
+    run_dir = tmp_path / "hard"
+    assert nas.main(["--preset=smoke", "--target_flops=2e5", "--flops_exponent=1", "--flops_exponent_below=0",
+                     "--no_progress", f"--out={run_dir}"]) == 0
+    children = [c for r in json.loads((run_dir / "history.json").read_text()) for c in r["children"]]
+    for child in children:  # ACC under 2e5 FLOPs, ACC (2e5 / FLOPs)^1 over it
+        factor = 1.0 if child["flops"] <= 2e5 else 2e5 / child["flops"]
+        assert child["reward"] == pytest.approx(child["validation_accuracy"] * factor)
+    with pytest.raises(SystemExit) as exit_info:
+        nas.main(["--preset=smoke", "--flops_exponent_below=-1", f"--out={tmp_path / 'bad'}"])
+    assert exit_info.value.code == 2
+    assert "flops_exponent_below must be at least 0, got -1" in capsys.readouterr().err

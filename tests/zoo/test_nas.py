@@ -222,3 +222,15 @@ def test_ppo_controller_loss_by_hand():
         reinforce = controller_loss(log_probs, rewards, 0.5, entropy)
     np.testing.assert_allclose(tape.gradient(ppo, log_probs).numpy(), [-0.25, 0.25], atol=1e-6)
     np.testing.assert_allclose(tape.gradient(reinforce, log_probs).numpy(), [-0.25, 0.25], atol=1e-6)
+
+
+def test_with_no_exponent_below_the_target_only_children_over_it_pay():
+    # MnasNet's alpha = 0: under T the reward is the accuracy; over it, as the soft constraint
+    assert flops_reward(0.8, 5e4, 1e5, 0.07, exponent_below=0) == 0.8
+    assert flops_reward(0.8, 1e5, 1e5, 0.07, exponent_below=0) == 0.8  # at the target: not over it
+    # soft: 0.8 (1e5 / 5e4)^0.07 = 0.8 * 2^0.07 = 0.8 * 1.04971 = 0.83977
+    assert flops_reward(0.8, 5e4, 1e5, 0.07) == pytest.approx(0.83977, abs=1e-5)
+    # over T both give 0.8 * 4^-0.07 = 0.72601
+    assert flops_reward(0.8, 4e5, 1e5, 0.07, exponent_below=0) == pytest.approx(0.72601, abs=1e-5)
+    rewards = flops_reward(np.array([0.9, 0.9]), np.array([5e4, 2e5]), 1e5, 1.0, exponent_below=0)
+    np.testing.assert_allclose(rewards, [0.9, 0.45])  # 0.9 (1e5 / 2e5)^1 = 0.45
