@@ -17,7 +17,9 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	@# byte-compiled once here, on every core (pip compiles on one), so that imports never compile
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" > /dev/null
 	touch $@
 
 # tf-agents for the compatibility tests: --no-deps on top of .venv (requirements-tf-agents.txt)

@@ -14,18 +14,16 @@ tf.config.set_logical_device_configuration(
     CPUS[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
-# `make test` runs the suite in two processes (`pytest -n 2 --dist loadgroup`): the server and
-# model tests in one, with the training tests that read the same trained runs as the shared
-# server (PPO's, the pixel models'); the other training and export tests in the other. The
-# halves take about the same time (measured from a junit report) and little is trained twice.
-# A plain `pytest` ignores the groups.
-SERVER_SIDE = ("serving/", "zoo/", "training/test_ppo.py", "training/test_compare_generative.py")
-
-
+# `make test` runs the suite in parallel processes (`pytest -n 2 --dist loadgroup`). A test file
+# stays in one process (its module-scoped servers and browser start once), and the files whose
+# tests use the shared server stay together (it starts once). Trained runs and exports are made
+# once for the whole suite whichever process asks first (`once_per_suite`). A plain `pytest`
+# ignores the groups.
 def pytest_collection_modifyitems(config, items):
+    files = {item.path: item.path.relative_to(ROOT / "tests").as_posix() for item in items}
+    shared = {item.path for item in items if "shared_server" in item.fixturenames}
     for item in items:
-        path = item.path.relative_to(ROOT / "tests").as_posix()
-        item.add_marker(pytest.mark.xdist_group("servers" if path.startswith(SERVER_SIDE) else "training"))
+        item.add_marker(pytest.mark.xdist_group("shared_server" if item.path in shared else files[item.path]))
 
 
 def smoke_trained(family: str, tmp_path_factory):
