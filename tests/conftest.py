@@ -4,6 +4,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test`'s two processes on two cores: one thread per op in each (the tests' ops are
+    # small; two pools of two threads would contend for the cores). Servers started here inherit it.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
