@@ -5,7 +5,8 @@ PPO; the accuracy alone or MnasNet's FLOPs-aware reward (the search the lectures
 MnasNet / EfficientNet, `--target_flops` with `--controller_update=ppo`).
 
     python -m training nas --preset demo --out runs/nas                 # per-layer, REINFORCE, accuracy
-    python -m training nas --preset demo --target_flops=6e5 --flops_exponent_below=0 --out runs/nas-flops
+    python -m training nas --preset demo --target_flops=6e5 --flops_exponent_below=0 \
+        --controller_update=ppo --out runs/nas-flops                 # MnasNet: PPO, ACC (T / FLOPs)^0.07 over T
     python -m training nas --preset cells --out runs/nas-cells          # NASNet cells, PPO
 
 Order of work: data (the digits' training split cut again into child-training and
