@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from filelock import FileLock
 
@@ -45,6 +46,15 @@ def once_per_suite(name: str, tmp_path_factory, make: Callable[[Path], T]) -> T:
         made = make(directory)
         result.write_bytes(pickle.dumps(made))
         return made
+
+
+def exits_2(command: Callable[[], object], capsys) -> str:
+    """Run a command's main in-process, check it exits with status 2 (a usage error), and return
+    what it wrote to stderr, stripped."""
+    with pytest.raises(SystemExit) as exit_info:
+        command()
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip()
 
 
 def run_module(*args: str, cwd: Path = ROOT, timeout: float = 300, **kwargs):

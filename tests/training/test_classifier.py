@@ -3,8 +3,8 @@ autoencoder's encoder, and every classifier is an exportable run."""
 import json
 
 import numpy as np
-import pytest
 
+from tests.helpers import exits_2
 from training.__main__ import main
 from training.classifier import labelled_subset
 
@@ -36,8 +36,6 @@ def test_pretrained_and_scratch_runs(classifier_runs, smoke_run):
 
 
 def test_an_encoder_run_that_is_not_an_autoencoders_is_refused(cvae_run, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["ae_classifier", f"--encoder_from={cvae_run[0]}", f"--out={tmp_path / 'run'}"])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().endswith(f"{cvae_run[0]} holds a cvae run; expected a VAE or "
-                                                    f"autoencoder run")
+    err = exits_2(lambda: main(["ae_classifier", f"--encoder_from={cvae_run[0]}", f"--out={tmp_path / 'run'}"]),
+                  capsys)
+    assert err.endswith(f"{cvae_run[0]} holds a cvae run; expected a VAE or autoencoder run")

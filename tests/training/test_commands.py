@@ -3,16 +3,13 @@ one sentence and exit status 2 (every family, the architecture search included),
 a run directory that cannot be one."""
 import pytest
 
-from tests.helpers import run_module
+from tests.helpers import exits_2, run_module
 from training.__main__ import COMMANDS, main
 
 
 def refusal(argv: list[str], capsys) -> str:
     """`python -m training ARGV`'s one-sentence error, after checking it exits with status 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
+    err = exits_2(lambda: main(argv), capsys)
     assert "\n" not in err and "Traceback" not in err, err
     return err
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from export.savedmodel import export_run
 from export.verify import verify
 from serving.query import query
+from tests.helpers import exits_2
 from tests.serving.conftest import start_server, write_config  # noqa: F401  start_server: a fixture
 from training import ingraph, pg, ppo
 from zoo import policy_stack
@@ -156,9 +157,8 @@ def test_a_run_directory_per_seed_that_exports(tmp_path, capsys):
     capsys.readouterr()
     assert pg.main_a2c([*argv, "--seeds", "0,1", "--out", str(tmp_path / "two")]) == 0
     assert "already trained" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as stopped:
-        pg.main_a2c([*argv, "--seeds", "0,2", "--out", str(tmp_path / "two")])
-    assert stopped.value.code == 2 and "differs in: seeds" in capsys.readouterr().err
+    err = exits_2(lambda: pg.main_a2c([*argv, "--seeds", "0,2", "--out", str(tmp_path / "two")]), capsys)
+    assert "differs in: seeds" in err
 
     assert pg.main_a2c([*argv, "--seeds", "3", "--out", str(tmp_path / "one")]) == 0
     assert json.loads((tmp_path / "one" / "metrics.json").read_text())["seed"] == 3
@@ -170,15 +170,13 @@ def test_env_backend_is_split_off_for_the_ppo_and_a2c_commands(capsys):
         "tf", ["--preset", "cartpole", "--out", "r"])
     assert ingraph.split_backend(["--env_backend", "gymnasium", "--out", "r"]) == ("gymnasium", ["--out", "r"])
     assert ingraph.split_backend(["--out", "r"]) == ("gymnasium", ["--out", "r"])
-    with pytest.raises(SystemExit) as stopped:
-        ingraph.split_backend(["--env_backend=jax"])
-    assert stopped.value.code == 2 and "must be one of gymnasium, tf, got 'jax'" in capsys.readouterr().err
+    err = exits_2(lambda: ingraph.split_backend(["--env_backend=jax"]), capsys)
+    assert "must be one of gymnasium, tf, got 'jax'" in err
 
 
 def test_cli_refuses_what_it_cannot_train(tmp_path, capsys):
     for argv, expected in ((["--env", "MountainCar-v0"], "no TensorFlow version of environment 'MountainCar-v0'"),
                            (["--seeds", "1,1"], "seeds must be distinct"),
                            (["--critic", "none"], "ppo needs a critic")):
-        with pytest.raises(SystemExit) as stopped:
-            ppo.main(["--env_backend=tf", *argv, "--out", str(tmp_path / "run")])
-        assert stopped.value.code == 2 and expected in capsys.readouterr().err
+        err = exits_2(lambda: ppo.main(["--env_backend=tf", *argv, "--out", str(tmp_path / "run")]), capsys)
+        assert expected in err

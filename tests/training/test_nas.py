@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from tests.helpers import exits_2
 from training import nas
 from zoo.nas import Layer, Layers
 
@@ -67,7 +68,6 @@ def test_a_hard_flops_target_rewards_accuracy_alone_under_it(tmp_path, capsys):
     for child in children:  # ACC under 2e5 FLOPs, ACC (2e5 / FLOPs)^1 over it
         factor = 1.0 if child["flops"] <= 2e5 else 2e5 / child["flops"]
         assert child["reward"] == pytest.approx(child["validation_accuracy"] * factor)
-    with pytest.raises(SystemExit) as exit_info:
-        nas.main(["--preset=smoke", "--flops_exponent_below=-1", f"--out={tmp_path / 'bad'}"])
-    assert exit_info.value.code == 2
-    assert "flops_exponent_below must be at least 0, got -1" in capsys.readouterr().err
+    err = exits_2(lambda: nas.main(["--preset=smoke", "--flops_exponent_below=-1", f"--out={tmp_path / 'bad'}"]),
+                  capsys)
+    assert "flops_exponent_below must be at least 0, got -1" in err

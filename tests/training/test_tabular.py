@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.helpers import exits_2
 from training import tabular
 
 
@@ -52,6 +53,5 @@ def test_frozen_lake_slippery(tmp_path, capsys):
     (["--env", "CartPole-v1"], "CartPole-v1 exposes no model (env.unwrapped.P)"),
 ])
 def test_what_it_cannot_do_is_refused(argv, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        tabular.main([*argv, "--out", str(tmp_path / "run")])
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    err = exits_2(lambda: tabular.main([*argv, "--out", str(tmp_path / "run")]), capsys)
+    assert message in err

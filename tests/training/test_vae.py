@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, train_run
+from tests.helpers import ROOT, exits_2, train_run
 from training import vae
 from training.data import load_images
 
@@ -71,10 +71,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_runs_figures(smoke_run, tmp_p
 
 
 def test_missing_data_folder_exits_2(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        vae.main(["--preset=smoke", f"--data={tmp_path / 'nothing'}", f"--out={tmp_path / 'run'}"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
+    err = exits_2(lambda: vae.main(["--preset=smoke", f"--data={tmp_path / 'nothing'}", f"--out={tmp_path / 'run'}"]),
+                  capsys)
     assert err.endswith("is neither 'mnist', 'digits' nor an existing folder of images") and "\n" not in err
     assert not (tmp_path / "run").exists()
 
@@ -130,7 +128,5 @@ def test_the_gaussian_decoder_reports_nats_and_bits_per_dim_of_the_8_bit_values(
     # bits/dim = NLL / (D ln 2) with D = 64 values: the same bound in other units.
     assert metrics["test_bits_per_dim"] == pytest.approx(metrics["test_iw_nll"] / (64 * math.log(2)))
     assert metrics["test_bits_per_dim"] < 8  # the uniform over 256 levels: 8 bits/dim
-    with pytest.raises(SystemExit) as exit_info:
-        vae.main(["--preset=smoke", "--likelihood=gaussian", f"--out={tmp_path / 'run'}"])
-    assert exit_info.value.code == 2
-    assert "--likelihood: likelihood=gaussian models grey levels: set binarize=false" in capsys.readouterr().err
+    err = exits_2(lambda: vae.main(["--preset=smoke", "--likelihood=gaussian", f"--out={tmp_path / 'run'}"]), capsys)
+    assert "--likelihood: likelihood=gaussian models grey levels: set binarize=false" in err

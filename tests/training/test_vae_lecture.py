@@ -2,8 +2,7 @@
 and the figures say what the lecture says."""
 import json
 
-import pytest
-
+from tests.helpers import exits_2
 from training.__main__ import main
 
 
@@ -38,14 +37,9 @@ def test_vae_vi_refines_past_the_encoder_and_counts_parameters(smoke_run, tmp_pa
 
 
 def test_vae_vi_refuses_a_run_that_is_not_a_vae(cvae_run, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["vae_vi", f"--run={cvae_run[0]}", f"--out={tmp_path / 'vi'}"])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().endswith(f"{cvae_run[0]} holds a cvae run; expected a VAE run "
-                                                    f"(python -m training vae ...)")
-    with pytest.raises(SystemExit):
-        main(["vae_vi", f"--out={tmp_path / 'vi'}"])
-    assert "--run is required" in capsys.readouterr().err
+    err = exits_2(lambda: main(["vae_vi", f"--run={cvae_run[0]}", f"--out={tmp_path / 'vi'}"]), capsys)
+    assert err.endswith(f"{cvae_run[0]} holds a cvae run; expected a VAE run (python -m training vae ...)")
+    assert "--run is required" in exits_2(lambda: main(["vae_vi", f"--out={tmp_path / 'vi'}"]), capsys)
 
 
 def test_vae_estimators_measures_the_score_functions_larger_variance(tmp_path, capsys):
