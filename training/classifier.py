@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from rundir import Run, UserError
 from training import image_loop
-from training.config import run_command
+from training.config import check_at_least_one, run_command
 from training.data import load_images
 from zoo.classifier import Classifier, ClassifierConfig
 from zoo.vae import VAE
@@ -51,9 +51,7 @@ class Schedule:
     """Dense ReLU layers between the code and the softmax; none gives a linear softmax on the code."""
 
     def __post_init__(self):
-        for name in ("labels_per_class", "head_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "labels_per_class", "head_steps", "batch_size")
         if self.finetune_steps < 0:
             raise ValueError(f"finetune_steps must be 0 or more, got {self.finetune_steps}")
         if min(self.learning_rate, self.finetune_learning_rate) <= 0:

@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 from rundir import Run, UserError  # noqa: E402
 from training import plots  # noqa: E402
-from training.config import run_command  # noqa: E402
+from training.config import check_at_least_one, run_command  # noqa: E402
 from training.data import load_images  # noqa: E402
 from training.image_loop import held_out_images  # noqa: E402
 from training.vae import iw_nll  # noqa: E402
@@ -57,9 +57,7 @@ class CompareConfig:
     def __post_init__(self):
         if not self.runs:
             raise ValueError("runs must name at least one run directory")
-        for name in ("iw_samples", "samples", "completions"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "iw_samples", "samples", "completions")
 
 
 PRESETS = {"demo": CompareConfig}

@@ -22,6 +22,13 @@ from rundir import UserError, checked_directory
 Config = TypeVar("Config")
 
 
+def check_at_least_one(config: Any, *names: str) -> None:
+    """A config's __post_init__ check that each named count or size is at least 1 (ValueError naming it)."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of a dataclass (and its dataclass bases), by name."""
     docs = {}

@@ -27,7 +27,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from rundir import Run, UserError  # noqa: F401  (UserError: what train raises for bad input)
-from training.config import run_command
+from training.config import check_at_least_one, run_command
 from training.envs import AtariOptions, discrete_actions, make_env, make_vector_env
 from training.rl import Evaluator, RLOptions, VectorRollout
 from zoo.acting import NumpyQNetwork, snapshot
@@ -91,10 +91,8 @@ class TrainConfig(RLOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("total_steps", "num_envs", "buffer_size", "batch_size", "train_frequency",
-                     "gradient_steps", "target_update"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "total_steps", "num_envs", "buffer_size", "batch_size", "train_frequency",
+                           "gradient_steps", "target_update")
         if self.learning_starts < 0:
             raise ValueError(f"learning_starts must be at least 0, got {self.learning_starts}")
         for name in ("learning_rate", "adam_epsilon"):

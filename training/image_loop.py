@@ -20,7 +20,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from rundir import Run, UserError
-from training.config import run_command
+from training.config import check_at_least_one, run_command
 from training.data import ImageData, load_images
 from training.runtime import is_chief, make_strategy
 
@@ -51,9 +51,7 @@ class ImageRunOptions:
     """Compile the train step with XLA (for GPU/TPU; about 0.6x the speed on a 2-core CPU)."""
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "epochs", "batch_size", "checkpoint_every")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from rundir import Run, UserError
 from training import plots
-from training.config import run_command
+from training.config import check_at_least_one, run_command
 from training.ppo import PPOSettings
 from zoo import policy_stack, tf_envs
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork, a2c_loss, normalize_advantages, ppo_loss
@@ -74,9 +74,7 @@ class InGraphConfig(PPOSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("eval_every", "eval_episodes", "final_eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "eval_every", "eval_episodes", "final_eval_episodes")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(0 <= s < 2**31 for s in self.seeds):
             raise ValueError(f"seeds must be distinct integers in [0, 2**31), got {self.seeds}")
 

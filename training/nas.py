@@ -36,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from rundir import Run  # noqa: E402
-from training.config import run_command  # noqa: E402
+from training.config import check_at_least_one, run_command  # noqa: E402
 from training.data import load_digits  # noqa: E402
 from zoo.nas import (CellSpace, Cells, Controller, Layers, LayerSpace, controller_loss, flops_reward,  # noqa: E402
                      moving_average, multiply_adds, ppo_controller_loss)
@@ -88,10 +88,8 @@ class NASConfig:
     """Seed of the controller's initialisation and draws, and of every child's."""
 
     def __post_init__(self):
-        for name in ("controller_units", "controller_steps", "architectures_per_step", "child_epochs",
-                     "child_batch_size", "ppo_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "controller_units", "controller_steps", "architectures_per_step", "child_epochs",
+                           "child_batch_size", "ppo_epochs")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         if not 0 < self.validation_fraction < 1:

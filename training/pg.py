@@ -36,7 +36,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from rundir import Restored, Run, UserError
-from training.config import run_command
+from training.config import check_at_least_one, run_command
 from training.envs import make_env, make_vector_env
 from training.optim import FusedAdam
 from training.rl import Evaluator, RLOptions, VectorRollout
@@ -101,9 +101,7 @@ class TrainConfig(RLOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("total_steps", "episodes_per_update", "num_envs", "n_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "total_steps", "episodes_per_update", "num_envs", "n_steps")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         for name in ("gamma", "gae_lambda"):

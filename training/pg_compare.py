@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from rundir import Run, read_json  # noqa: E402
 from training import corridor, pg  # noqa: E402
-from training.config import run_command  # noqa: E402
+from training.config import check_at_least_one, run_command  # noqa: E402
 from training.envs import make_env  # noqa: E402
 from zoo.worlds import ShortCorridor  # noqa: E402
 
@@ -59,9 +59,7 @@ class CompareConfig:
     def __post_init__(self):
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
-        for name in ("runs", "episodes", "total_steps", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "runs", "episodes", "total_steps", "eval_every")
         if len(self.baseline_powers) != 3:
             raise ValueError(f"baseline_powers takes three powers (REINFORCE's, then alpha_theta's and "
                              f"alpha_w's with a baseline), got {self.baseline_powers}")

@@ -25,7 +25,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from rundir import Run, UserError
-from training.config import run_command
+from training.config import check_at_least_one, run_command
 from training.envs import make_env, make_vector_env
 from training.optim import FusedAdam
 from training.pg import DERIVED, policy_config
@@ -75,9 +75,7 @@ class PPOSettings:
     """Multiply rewards by this while learning (returns are reported unscaled)."""
 
     def __post_init__(self):
-        for name in ("total_steps", "num_envs", "n_steps", "update_epochs", "num_minibatches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "total_steps", "num_envs", "n_steps", "update_epochs", "num_minibatches")
         if self.batch_size % self.num_minibatches:
             raise ValueError(f"num_minibatches ({self.num_minibatches}) must divide num_envs x n_steps "
                              f"({self.batch_size})")

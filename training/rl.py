@@ -13,6 +13,7 @@ import numpy as np
 
 from rundir import Run
 from training import plots
+from training.config import check_at_least_one
 from training.envs import play_episodes
 
 
@@ -32,9 +33,7 @@ class RLOptions:
     """Environment steps between checkpoints (one is also written at the end)."""
 
     def __post_init__(self):
-        for name in ("eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every")
 
 
 @dataclasses.dataclass

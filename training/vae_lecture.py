@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 
 from rundir import Run, UserError  # noqa: E402
 from training import image_loop, plots, vae  # noqa: E402
-from training.config import run_command  # noqa: E402
+from training.config import check_at_least_one, run_command  # noqa: E402
 from training.data import load_images  # noqa: E402
 from zoo.vae import VAE, encoder_gradient_moments, parameter_counts, refine_posterior, tfd  # noqa: E402
 
@@ -177,9 +177,7 @@ class VIConfig:
     """Seed of the refinement noise and of the scoring draws."""
 
     def __post_init__(self):
-        for name in ("steps", "refine_samples", "images", "batch_size", "elbo_samples", "iw_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, "steps", "refine_samples", "images", "batch_size", "elbo_samples", "iw_samples")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
