@@ -42,6 +42,7 @@ import tensorflow as tf
 from rundir import Run, UserError
 from training import plots
 from training.config import check_at_least_one, run_command
+from training.pg import DERIVED
 from training.ppo import PPOSettings
 from zoo import policy_stack, tf_envs
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork, a2c_loss, normalize_advantages, ppo_loss
@@ -120,7 +121,8 @@ def smoke(algorithm: str) -> InGraphConfig:
 
 
 PRESETS = {"cartpole": cartpole, "smoke": smoke}
-DERIVED = frozenset({"observation_shape", "action_kind", "num_actions", "action_low", "action_high"})
+PPO_ONLY = frozenset({"update_epochs", "num_minibatches", "clip_ratio", "anneal_clip_ratio", "clip_value",
+                      "normalize_advantages"})  # A2C takes one plain step per rollout
 
 
 def model_config(config: InGraphConfig, env: tf_envs.TFEnv) -> PolicyConfig:
@@ -624,7 +626,8 @@ def main(algorithm: str, argv: list[str]) -> int:
     results, _ = run_command(argv, f"{algorithm} --env_backend=tf",
                              f"Train {algorithm} agents, one per seed, on a TensorFlow environment, the whole run "
                              f"in one graph (one seed: RUN is its run; several: RUN/seed-N each, and seeds.png).",
-                             presets, "cartpole", train, hidden=DERIVED | {"algorithm"})
+                             presets, "cartpole", train,
+                             hidden=DERIVED | (PPO_ONLY if algorithm == "a2c" else frozenset()))
     for seed, metrics in results.items():
         solved = metrics["first_solved_step"]
         print(f"seed {seed}: final greedy return {metrics['final_eval_return']:.1f} over "

@@ -115,6 +115,9 @@ class TrainConfig(RLOptions):
         if self.algorithm != "reinforce" and self.baseline != "learned":
             raise ValueError(f"{self.algorithm} subtracts its critic's v(s) (--baseline=learned); "
                              f"a moving average is for reinforce")
+        if self.baseline == "moving_average" and self.normalize_returns:
+            raise ValueError("a moving-average baseline is one number per batch, which normalize_returns subtracts "
+                             "again (the batch mean): set normalize_returns=false with it")
         if not 0 < self.baseline_rate <= 1:
             raise ValueError(f"baseline_rate must be in (0, 1], got {self.baseline_rate}")
 

@@ -76,6 +76,7 @@ def test_a2c_trains_a_shared_critic(tmp_path):
     ("a2c", ["--env", "StarGrid-v0"], "StarGrid-v0 has observations of shape () (int64); expected vectors or uint8"),
     ("reinforce", ["--baseline", "learned"], "reinforce with a learned baseline is the reinforce_baseline command"),
     ("a2c", ["--baseline", "moving_average"], "a2c subtracts its critic's v(s) (--baseline=learned)"),
+    ("reinforce", ["--baseline", "moving_average"], "which normalize_returns subtracts again"),
     ("reinforce_baseline", ["--critic", "none"], "reinforce_baseline needs a critic; use --critic=separate"),
 ])
 def test_cli_refuses_what_it_cannot_train(algorithm, argv, message, tmp_path, capsys):
