@@ -127,6 +127,9 @@ def _read_images(client, args, parser, signature: str, paths: list[str]) -> np.n
     if signature not in (signatures := client.metadata(args.model)):
         names = ", ".join(sorted(name for name in signatures if not name.startswith("__")))
         parser.error(f"{args.model} has no signature {signature!r}; it has {names}")
+    if "images" not in signatures[signature].inputs:
+        parser.error(f"{args.model}'s signature {signature!r} takes no images input; it takes "
+                     f"{', '.join(sorted(signatures[signature].inputs))}")
     dims = [d.size for d in signatures[signature].inputs["images"].tensor_shape.dim]
     height, width, channels = dims[1:]
     images = []

@@ -35,6 +35,7 @@ from training.data import load_images  # noqa: E402
 from training.image_loop import held_out_images  # noqa: E402
 from training.vae import iw_nll  # noqa: E402
 from zoo.pixelcnn import PixelModel  # noqa: E402
+from zoo.vae import bits_per_dim  # noqa: E402
 
 FAMILIES = ("vae", "pixelcnn", "pixelrnn")
 SPLIT = ("data", "binarize", "seed")  # the run options that decide the held-out images
@@ -161,7 +162,7 @@ def compare(config: CompareConfig, out: str | Path, *, progress: bool = False) -
                      "title": ("VAE" if bound else model.config.title), "bound": bound,
                      "iw_samples": config.iw_samples if bound else None,
                      "train_seconds": trained.metrics.get("train_seconds"), "epochs": trained.metrics.get("epochs"),
-                     "test_nll": nll, "test_bits_per_dim": nll / (math.prod(images.shape[1:]) * math.log(2)),
+                     "test_nll": nll, "test_bits_per_dim": bits_per_dim(-nll, math.prod(images.shape[1:])),
                      "sample_seconds": seconds, "samples": samples, "completed": completed})
         print(table_row(rows[-1]), flush=True)
     picture(rows, originals, run.directory / "comparison.png")

@@ -10,6 +10,7 @@ importance-weighted NLL bound) and pictures (samples, reconstructions, latent sp
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import tensorflow as tf
 from training import image_loop, plots
 from training.data import ImageData
 from training.image_loop import DERIVED, ImageRunOptions, make_train_step  # noqa: F401  (re-exported for tests and benchmarks)
-from zoo.vae import VAE, VAEConfig
+from zoo.vae import VAE, VAEConfig, bits_per_dim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +88,7 @@ def final_metrics(model: VAE, config: TrainConfig, data: ImageData, test_images:
         bounds = iw_nll(model, test_images, data.test_labels, config.iw_samples, config.seed)
         metrics["test_iw_nll"] = float(np.mean(bounds, dtype=np.float64))
         metrics["iw_samples"] = config.iw_samples
-        metrics["test_bits_per_dim"] = metrics["test_iw_nll"] / (np.prod(config.model.image_shape) * np.log(2))
+        metrics["test_bits_per_dim"] = bits_per_dim(-metrics["test_iw_nll"], math.prod(config.model.image_shape))
         metrics["likelihood"] = config.model.likelihood
         metrics["test_negative_elbo"] = -history[-1]["test_elbo"]
     return metrics
