@@ -4,7 +4,10 @@ Follows TensorFlow Serving's BatchingSession over a shared batch scheduler: one 
 (servable, signature, inputs, outputs, row shapes); a batch closes when it reaches
 `max_batch_size` or when `batch_timeout_micros` has passed since its first task; at most
 `max_enqueued_batches` wait per queue; `num_batch_threads` batches run at once across all
-queues. Merging and splitting copy rows only, so results equal unbatched calls row for row.
+queues. Merging and splitting copy rows only, so results equal unbatched calls row for row
+wherever a signature's rows do not depend on each other (a signature that draws noise for the
+whole batch from one seed, as the VAE's `elbo` and `log_prob` do, gives a row other draws in a
+merged batch).
 """
 from __future__ import annotations
 

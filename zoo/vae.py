@@ -198,8 +198,9 @@ def importance_weighted_bound(log_weights: tf.Tensor) -> tf.Tensor:
 
 
 LOG_PROB_SAMPLES = 100
-"""k of the importance-weighted bound the `log_prob` signature serves (with a fixed seed: the same
-image always gets the same score)."""
+"""k of the importance-weighted bound the `log_prob` signature serves. Its draws come from one fixed
+seed for the whole batch: the same batch always gets the same scores, but a row's draws depend on
+its place in the batch (and so on what server-side batching merged it with)."""
 LEVELS = 256
 """Values of an 8-bit channel: images in [0, 1] are k / 255, k = 0..255."""
 GAUSSIAN_SCALE_FLOOR = 1.0 / (LEVELS * math.sqrt(12.0))
@@ -455,7 +456,8 @@ class VAE(keras.Model):
 
     def elbo_parts(self, images: tf.Tensor, labels: tf.Tensor | None = None,
                    seed: tuple[int, int] = (0, 0)) -> dict[str, tf.Tensor]:
-        """One-sample ELBO with a fixed seed: the same image always gets the same score."""
+        """One-sample ELBO with a fixed seed for the whole batch: the same batch always gets the same
+        scores (a row's draw depends on its place in the batch, as `log_prob`'s do)."""
         terms = self.loss_terms(images, labels, tf.constant(seed, tf.int32))
         return {"elbo": terms["elbo"], "reconstruction": -terms["distortion"], "kl": terms["rate"]}
 
