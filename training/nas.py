@@ -210,10 +210,12 @@ def update_controller(controller: Controller, optimizer: keras.optimizers.Optimi
                       reward: np.ndarray, baseline: float, config: NASConfig) -> float:
     """One REINFORCE step, or `ppo_epochs` clipped PPO steps against the log-probabilities of
     the controller that sampled `choices`; the mean entropy of pi over them before the update."""
-    old_log_probs, entropy = controller.log_prob_and_entropy(choices)
+    old_log_probs = entropy = None
     for _ in range(1 if config.controller_update == "reinforce" else config.ppo_epochs):
         with tf.GradientTape() as tape:
             log_probs, entropy_now = controller.log_prob_and_entropy(choices)
+            if old_log_probs is None:  # the first pass is the controller that sampled the batch
+                old_log_probs, entropy = tf.stop_gradient(log_probs), entropy_now
             if config.controller_update == "reinforce":
                 loss = controller_loss(log_probs, reward, baseline, entropy_now, config.entropy_weight)
             else:

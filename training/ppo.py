@@ -178,8 +178,9 @@ def make_update(network: PolicyNetwork, optimizer: FusedAdam, config: PPOConfig)
     def update(observation, action, advantage, target, old_value, weight, clip_ratio, seed):
         old_log_prob = network.distribution(network(observation)).log_prob(action)  # [n], before any step
         rollout = (observation, action, advantage, target, old_value, old_log_prob, weight)
-        order = tf.argsort(tf.random.stateless_uniform([config.update_epochs, n], seed), axis=-1)  # [epochs, n]
-        order = tf.reshape(order, [-1, size])  # [epochs * minibatches, size]: every minibatch's indices
+        if config.num_minibatches > 1:
+            order = tf.argsort(tf.random.stateless_uniform([config.update_epochs, n], seed), axis=-1)  # [epochs, n]
+            order = tf.reshape(order, [-1, size])  # [epochs * minibatches, size]: every minibatch's indices
 
         def minibatch(i, totals):
             if config.num_minibatches > 1:
