@@ -171,14 +171,9 @@ def train(config: TrainConfig, out: str | Path, autoencoder: VAE | None = None) 
 def compare(config: CompareConfig, out: str | Path, *, progress: bool = False) -> dict:
     """Per seed, a classifier on the pretrained encoder and the same network from scratch; accuracies
     and their medians over the seeds."""
-    from export.savedmodel import ExportError, load_run
-
     if not config.encoder_from:
         raise UserError("--encoder_from is required: the run directory of a trained VAE or autoencoder")
-    try:
-        autoencoder, info = load_run(Path(config.encoder_from))
-    except ExportError as error:
-        raise UserError(str(error)) from None
+    autoencoder, info = image_loop.load_finished(Path(config.encoder_from))
     if info["family"] != "vae":
         raise UserError(f"{config.encoder_from} holds a {info['family']} run; expected a VAE or autoencoder run")
     try:

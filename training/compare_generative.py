@@ -32,7 +32,7 @@ from rundir import Run, UserError  # noqa: E402
 from training import plots  # noqa: E402
 from training.config import check_at_least_one, run_command  # noqa: E402
 from training.data import load_images  # noqa: E402
-from training.image_loop import held_out_images  # noqa: E402
+from training.image_loop import held_out_images, load_finished  # noqa: E402
 from training.vae import iw_nll  # noqa: E402
 from zoo.pixelcnn import PixelModel  # noqa: E402
 from zoo.vae import bits_per_dim  # noqa: E402
@@ -66,19 +66,12 @@ PRESETS = {"demo": CompareConfig}
 
 def load(run_dir: Path) -> tuple[keras.Model, Run]:
     """The trained model of a finished run of a compared family, and the run; a UserError names what is wrong."""
-    from export.savedmodel import ExportError, load_run
-
-    try:
-        model, info = load_run(run_dir)
-    except ExportError as error:
-        raise UserError(str(error)) from None
+    model, info = load_finished(run_dir)
     run = info["run"]
     if run.family not in FAMILIES:
         raise UserError(f"{run_dir} holds a {run.family} run; the comparison takes {', '.join(FAMILIES)} runs")
     if run.family == "vae" and model.config.kind != "vae":
         raise UserError(f"{run_dir} holds a {model.config.kind} (no likelihood to score); the comparison takes VAEs")
-    if not run.finished:
-        raise UserError(f"{run_dir} has not finished training (no metrics.json); finish it with its own command")
     return model, run
 
 

@@ -143,16 +143,12 @@ def draw_completions(runs: list[Path], out: Path, known_rows: int, images: int, 
     """The first `images` held-out digits of the first run's data; for each, the original, its
     first `known_rows` rows, then `completions` completions by each run's `complete` signature
     (as exported: the same function the server runs), a white column between runs."""
-    from export.savedmodel import ExportError, load_run
     from rundir import Run
     from training.data import load_images
 
     models = []
     for run_dir in runs:
-        try:
-            model, info = load_run(run_dir)
-        except ExportError as error:
-            raise UserError(str(error)) from None
+        model, info = image_loop.load_finished(run_dir)
         signatures = model.serving_signatures()
         if "complete" not in signatures or {s.name for s in signatures["complete"][1]} != {"images", "known_rows",
                                                                                           "seed"}:

@@ -91,6 +91,20 @@ def held_out_images(data: ImageData, binarize: bool, seed: int) -> np.ndarray:
     return binarized(data.test_images, seed + 1) if binarize else data.test_images
 
 
+def load_finished(run_dir: Path) -> tuple[keras.Model, dict]:
+    """A finished training run's model and `load_run`'s info about it, for the commands that read
+    trained runs; a UserError names what is wrong (no run, no checkpoint, not finished)."""
+    from export.savedmodel import ExportError, load_run
+
+    try:
+        model, info = load_run(run_dir)
+    except ExportError as error:
+        raise UserError(str(error)) from None
+    if not info["run"].finished:
+        raise UserError(f"{run_dir} has not finished training (no metrics.json); finish it with its own command")
+    return model, info
+
+
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
                     config: ImageRunOptions, global_batch: int):
     """A tf.function (images, labels, step) -> mean loss terms over the global batch.

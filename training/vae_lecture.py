@@ -31,12 +31,7 @@ from zoo.vae import VAE, encoder_gradient_moments, parameter_counts, refine_post
 def load_vae(run_dir: Path) -> tuple[VAE, np.ndarray, np.ndarray | None]:
     """A trained VAE run's model and its held-out images (binarized as the run binarized them) and
     labels (None for an unconditional model)."""
-    from export.savedmodel import ExportError, load_run
-
-    try:
-        model, info = load_run(run_dir)
-    except ExportError as error:
-        raise UserError(str(error)) from None
+    model, info = image_loop.load_finished(run_dir)
     if info["family"] != "vae":
         raise UserError(f"{run_dir} holds a {info['family']} run; expected a VAE run (python -m training vae ...)")
     if model.config.kind != "vae" or model.config.latent != "gaussian":
