@@ -77,7 +77,7 @@ class TrainConfig:
     model: ClassifierConfig
     """The network (the autoencoder's encoder layout and the head)."""
     encoder_from: str
-    """The autoencoder run whose encoder weights start the network, or "" for a random start."""
+    """The autoencoder run whose encoder weights start the network (`train` gets its model), or "" for none."""
     data: str
     """The autoencoder's data set."""
     binarize: bool
@@ -113,10 +113,9 @@ def train(config: TrainConfig, out: str | Path, autoencoder: VAE | None = None) 
     keras.utils.set_random_seed(config.seed)
     data = load_images(config.data)
     schedule = config.schedule
+    model = Classifier(config.model)
     if autoencoder is not None:
-        model = Classifier.from_autoencoder(autoencoder, head_units=schedule.head_units)
-    else:
-        model = Classifier(config.model)
+        model.copy_encoder(autoencoder)
     run = Run.open(out, config, family="classifier", kind="image_model", model=model.config)
     if run.finished:
         return run.metrics
