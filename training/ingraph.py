@@ -41,15 +41,18 @@ import tensorflow as tf
 
 from rundir import Run, UserError
 from training import plots
-from training.config import check_at_least_one, run_command
+from training.config import run_command
 from training.pg import DERIVED
 from training.ppo import PPOSettings
+from training.rl import EvalOptions
 from zoo import policy_stack, tf_envs
 from zoo.policy_gradient import PolicyConfig, PolicyNetwork, a2c_loss, normalize_advantages, ppo_loss
 
 @dataclasses.dataclass(frozen=True)
-class InGraphConfig(PPOSettings):
-    """A whole-run-in-one-graph training: algorithm, environment, network, rollout and update settings."""
+class InGraphConfig(EvalOptions, PPOSettings):
+    """A whole-run-in-one-graph training: algorithm, environment, network, rollout and update settings
+    (and the shared evaluation options: evaluations fall after whole rollouts, an agent that stops
+    early stops learning, and the run ends when every agent has stopped)."""
 
     algorithm: Literal["ppo", "a2c"] = "ppo"
     """PPO (clipped objective, epochs of minibatches) or A2C (one gradient step per rollout)."""
@@ -61,21 +64,12 @@ class InGraphConfig(PPOSettings):
     """Agents trained together, one per seed (0 <= seed < 2**31), e.g. --seeds=0,1,2."""
     total_steps: int = 50_000
     """Environment steps per agent (summed over its environments)."""
-    eval_every: int = 1_000
-    """Environment steps between greedy evaluations (rounded up to whole rollouts)."""
-    eval_episodes: int = 10
-    """Episodes per evaluation, the same starts every time."""
-    final_eval_episodes: int = 20
-    """Episodes of the final evaluation (metrics.json), on other starts."""
-    stop_return: float | None = None
-    """An agent stops learning once an evaluation reaches this mean return and the final evaluation's
-    episodes confirm it; the run ends when every agent has stopped."""
     jit_compile: bool = True
     """Compile the training loop and the evaluation with XLA."""
 
     def __post_init__(self):
-        super().__post_init__()
-        check_at_least_one(self, "eval_every", "eval_episodes", "final_eval_episodes")
+        EvalOptions.__post_init__(self)
+        PPOSettings.__post_init__(self)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(0 <= s < 2**31 for s in self.seeds):
             raise ValueError(f"seeds must be distinct integers in [0, 2**31), got {self.seeds}")
 

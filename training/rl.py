@@ -18,8 +18,8 @@ from training.envs import play_episodes
 
 
 @dataclasses.dataclass(frozen=True)
-class RLOptions:
-    """When and how an RL run is evaluated, and how often it is checkpointed."""
+class EvalOptions:
+    """When an RL run is evaluated, and when it stops early."""
 
     eval_every: int = 1_000
     """Environment steps between greedy evaluations."""
@@ -29,11 +29,21 @@ class RLOptions:
     """Episodes of the final evaluation (metrics.json)."""
     stop_return: float | None = None
     """Stop early once an evaluation reaches this mean return and the final evaluation (fresh episodes) confirms it."""
+
+    def __post_init__(self):
+        check_at_least_one(self, "eval_every", "eval_episodes", "final_eval_episodes")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLOptions(EvalOptions):
+    """When and how an RL run is evaluated, and how often it is checkpointed."""
+
     checkpoint_every: int = 10_000
     """Environment steps between checkpoints (one is also written at the end)."""
 
     def __post_init__(self):
-        check_at_least_one(self, "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every")
+        super().__post_init__()
+        check_at_least_one(self, "checkpoint_every")
 
 
 @dataclasses.dataclass
