@@ -415,7 +415,7 @@ def test_the_page_from_a_plain_static_server_works_through_cors(browser, server,
     show(page, "images")
     page.fill("#sample-count", "2")
     page.click("#sample-button")  # a POST with Content-Type: application/json, so a CORS preflight first
-    page.wait_for_function("() => playground.samples")
+    page.wait_for_function("() => playground.samples && playground.samples.seeds.length === 2")  # not the panel's 16
     assert_no_error(page)
     assert page.locator("#sample-grid canvas").count() == 2
     page.close()
