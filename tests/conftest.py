@@ -22,7 +22,9 @@ tf.config.set_logical_device_configuration(
 # stays in one process (its module-scoped servers and browser start once), and the files whose
 # tests use the shared server stay together (it starts once). Trained runs and exports are made
 # once for the whole suite whichever process asks first (`once_per_suite`). A plain `pytest`
-# ignores the groups.
+# ignores the groups. The marks must be on the items before xdist reads them into the test IDs, in
+# its own pytest_collection_modifyitems (registered after this file, so called first unless told).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     files = {item.path: item.path.relative_to(ROOT / "tests").as_posix() for item in items}
     shared = {item.path for item in items if "shared_server" in item.fixturenames}

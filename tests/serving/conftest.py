@@ -239,8 +239,8 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
     """One server for every test that only reads, or cancels only its own requests: the smoke VAE,
     the CartPole test policy (label `stable` -> 1), `spin`, half_plus_two, and the PixelCNN, PixelRNN,
     DQN, policy-gradient, A2C and PPO smoke exports (trained once for the whole suite), with REST,
-    Prometheus, CORS, one session run per model at a time, a 16 MB request bound, model
-    roots, and the real server's test-harness flags. A server start costs 10-30 s here."""
+    Prometheus, CORS, the playground page, one session run per model at a time, a 16 MB request
+    bound, model roots, and the real server's test-harness flags. A server start costs 10-30 s here."""
     folder = tmp_path_factory.mktemp("shared")
     config = folder / "models.config"
     config.write_text(
@@ -262,7 +262,7 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
     root = suite_temp(tmp_path_factory)
     started = Server(f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
-                     "--rest_api_enable_cors_support", "--allow_version_labels_for_unavailable_models",
+                     "--rest_api_enable_cors_support", "--playground", "--allow_version_labels_for_unavailable_models",
                      "--max_inflight_per_model=1", "--max_request_bytes=16000000", f"--allowed_model_roots={root}",
                      "--grpc_channel_arguments=grpc.max_connection_age_ms=600000,grpc.so_reuseaddr=1",
                      "--enable_grpc_healthcheck_service", "--num_load_threads=2", "--num_unload_threads=1",

@@ -1,5 +1,6 @@
 """The playground page (serving/playground/) in a real headless Chromium (Debian's), driven by
-Playwright, against servers these tests start: one browser and one server for the module.
+Playwright, against the suite's shared server (started with --playground) and a spare server
+these tests stop: one browser for the module.
 
 The page's JavaScript environments are checked against gymnasium first (no server needed),
 then every panel against what the gRPC client or `python -m serving query` gets for the
@@ -22,7 +23,7 @@ from tests.serving import playground_screenshots
 from tests.serving.conftest import Server, write_config
 
 PAGE = ROOT / "serving" / "playground"
-MODELS = ("vae", "pixelcnn", "cartpole_pg", "cartpole_q")
+MODELS = ("vae", "pixelcnn", "cartpole_pg", "cartpole")
 
 
 def bytes_of(images: np.ndarray) -> np.ndarray:
@@ -96,15 +97,10 @@ def spare_server(policy_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(smoke_export, pixelcnn_export, pg_export, policy_models, spare_server, tmp_path_factory):
-    """Our server with --playground (and CORS, for the page served from elsewhere) and the smoke exports.
-    The spare server starts first so that the two start-ups overlap."""
-    config = write_config(tmp_path_factory.mktemp("playground") / "models.config", {
-        "vae": smoke_export.parent, "pixelcnn": pixelcnn_export.parent, "cartpole_pg": pg_export[1].parent,
-        "cartpole_q": policy_models / "cartpole"})
-    server = Server(f"--model_config_file={config}", "--playground", "--rest_api_enable_cors_support", wait_for=MODELS)
-    yield server
-    server.stop()
+def server(spare_server, shared_server):
+    """The shared server: --playground, CORS (for the page served from elsewhere) and the smoke exports, the
+    Q-value test policy as `cartpole`. The spare server starts first so that the two start-ups overlap."""
+    return shared_server
 
 
 @pytest.fixture(scope="module")
@@ -368,17 +364,17 @@ def test_a_cartpole_episode_in_the_page_is_query_plays(page, server, signature, 
 
 def test_a_policy_with_q_values_shows_them_and_stops_when_asked(page, server):
     show(page, "policies")
-    page.select_option("#policy-model", "cartpole_q")
+    page.select_option("#policy-model", "cartpole")
     page.fill("#policy-seed", "0")
     page.check("#policy-realtime")  # 50 steps a second: Stop comes long before the end
     page.click("#policy-play")
-    page.wait_for_function("() => playground.episode.model === 'cartpole_q' && playground.episode.steps >= 3")
+    page.wait_for_function("() => playground.episode.model === 'cartpole' && playground.episode.steps >= 3")
     page.click("#policy-stop")
     page.wait_for_function("() => !document.querySelector('#policy-play').disabled")
     episode = page.evaluate("() => playground.episode")
     assert not episode["done"] and page.text_content("#episode").endswith("(stopped)")
     with Client(server.target) as client:
-        q_values = client.predict("cartpole_q", {"observation": np.array([episode["observations"][-2]], np.float32)})
+        q_values = client.predict("cartpole", {"observation": np.array([episode["observations"][-2]], np.float32)})
     assert page.locator("#bars p").first.text_content() == "Q-values"
     assert page.locator("#bars .value").all_text_contents() == [f"{q:.3f}" for q in q_values["q_values"][0]]
     assert page.locator("#bars .bar.chosen .value").text_content() == f"{q_values['q_values'][0].max():.3f}"
