@@ -85,23 +85,28 @@ def final_metrics(model: PixelModel, config: PixelRunOptions, data: ImageData, t
 
 def draw_pictures(model: PixelModel, config: PixelRunOptions, data: ImageData, test_images: np.ndarray,
                   history: list[dict], run_dir: Path) -> None:
-    """samples.png, completions.png and learning_curves.png in the run directory."""
-    conditional = config.model.conditional
-    labels = tf.constant(np.arange(32) % data.num_classes, tf.int64) if conditional else None
-    plots.image_grid(tf.function(model.sample)(tf.range(32, dtype=tf.int64), labels).numpy(), run_dir / "samples.png",
-                     f"{config.model.title}: samples" + (" (labels 0.. in turn)" if conditional else ""))
+    """samples.png, completions.png and learning_curves.png in the run directory.
 
-    # completions: each row is the original, the given top half, then `completions` draws
+    The samples and the completions come from one call of the fast sampler (one trace of its loop,
+    which takes as long as the drawing in a short run): a sample is the completion of a blank image
+    from row 0, from its own seed.
+    """
+    conditional = config.model.conditional
     height = config.model.image_shape[0]
-    count, draws = 8, config.completions
+    samples, count, draws = 32, 8, config.completions  # completions: the original, the given top half, then draws
     originals = test_images[:count].astype(np.float32)
     given = originals.copy()
     given[:, height // 2:] = 0.5
-    repeated = np.repeat(originals, draws, axis=0)
-    row_labels = tf.constant(np.repeat(data.test_labels[:count], draws), tf.int64) if conditional else None
-    completed = tf.function(model.complete_fast)(repeated, tf.fill([count * draws], height // 2),
-                                                 tf.range(count * draws, dtype=tf.int64), row_labels)
-    completed = completed.numpy().reshape(count, draws, *originals.shape[1:])
+    images = np.concatenate([np.zeros((samples, *originals.shape[1:]), np.float32), np.repeat(originals, draws, axis=0)])
+    known_rows = np.repeat(np.array([0, height // 2], np.int32), [samples, count * draws])
+    seeds = np.concatenate([np.arange(samples), np.arange(count * draws)])
+    labels = tf.constant(np.concatenate([np.arange(samples) % data.num_classes,
+                                         np.repeat(data.test_labels[:count], draws)]), tf.int64) if conditional else None
+    drawn = tf.function(model.complete_fast)(images, known_rows, tf.constant(seeds, tf.int64), labels).numpy()
+
+    plots.image_grid(drawn[:samples], run_dir / "samples.png",
+                     f"{config.model.title}: samples" + (" (labels 0.. in turn)" if conditional else ""))
+    completed = drawn[samples:].reshape(count, draws, *originals.shape[1:])
     rows = np.concatenate([originals[:, None], given[:, None], completed], axis=1)
     plots.image_grid(rows.reshape(-1, *originals.shape[1:]), run_dir / "completions.png",
                      "original | top half given | completions", columns=2 + draws)

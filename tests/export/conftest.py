@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from export import savedmodel
-from tests.helpers import ROOT, run_module, train_run
+from tests.helpers import ROOT, once_per_suite, run_module, train_run
 
 # A second opinion on the exports, when one is at hand: a script that loads a version
 # directory the way tensorflow_model_server does and runs every signature.
@@ -20,14 +20,16 @@ REFERENCE_CHECKER = Path(_CHECKER) if _CHECKER else None
 @pytest.fixture(scope="session")
 def exports(smoke_run, tmp_path_factory):
     """mlp (the smoke run), conv and conditional models (on the 8x8 digits, for speed), each
-    exported once to one MODELS dir: (models, {name: run_dir}, {name: version_dir})."""
-    models = tmp_path_factory.mktemp("models")
-    runs = {"mlp": smoke_run[0]}
-    for name, overrides in {"conv": dict(architecture="conv", epochs=1, data="digits", batch_size=64),
-                            "conditional": dict(conditional=True, epochs=1, data="digits", batch_size=64)}.items():
-        runs[name] = tmp_path_factory.mktemp(name) / "run"
-        train_run(runs[name], **overrides)
-    return models, runs, {name: savedmodel.export_run(run, models, name) for name, run in runs.items()}
+    exported once per suite to one MODELS dir: (models, {name: run_dir}, {name: version_dir})."""
+    def make(directory: Path):
+        models, runs = directory / "models", {"mlp": smoke_run[0]}
+        for name, overrides in {"conv": dict(architecture="conv", epochs=1, data="digits", batch_size=64),
+                                "conditional": dict(conditional=True, epochs=1, data="digits",
+                                                    batch_size=64)}.items():
+            runs[name] = directory / name / "run"
+            train_run(runs[name], **overrides)
+        return models, runs, {name: savedmodel.export_run(run, models, name) for name, run in runs.items()}
+    return once_per_suite("vae-exports", tmp_path_factory, make)
 
 
 @pytest.fixture(scope="session")

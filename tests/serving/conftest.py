@@ -14,7 +14,7 @@ import pytest
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
-from tests.helpers import ROOT, suite_temp
+from tests.helpers import ROOT, once_per_suite, suite_temp
 
 OBSERVATION = 4
 
@@ -233,12 +233,32 @@ def half_plus_two(tmp_path_factory) -> Path:
     return base
 
 
+VI_RUNS = ("vae_grey", "cvae", "classifier")
+
+
+@pytest.fixture(scope="session")
+def vi_models(grey_vae_run, cvae_run, classifier_runs, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """The VI lecture's runs exported by `python -m export` (in-process) to one MODELS dir, once per
+    suite: the Gaussian-decoder VAE (`log_prob`, `encode_refined`), the completion model and the
+    pretrained classifier. (models, {name: run_dir})."""
+    from export.__main__ import main as export_main
+
+    runs = dict(zip(VI_RUNS, (grey_vae_run[0], cvae_run[0], classifier_runs[0] / "pretrained-0")))
+
+    def export(models: Path) -> Path:
+        for name, run_dir in runs.items():
+            assert export_main([str(run_dir), f"--model_base_path={models}", f"--name={name}"]) == 0
+        return models
+    return once_per_suite("vi-models", tmp_path_factory, export), runs
+
+
 @pytest.fixture(scope="session")
 def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixelcnn_export, pixelrnn_export,
-                  dqn_export, pg_export, pendulum_export, ppo_export, tmp_path_factory):
+                  dqn_export, pg_export, pendulum_export, ppo_export, vi_models, tmp_path_factory):
     """One server for every test that only reads, or cancels only its own requests: the smoke VAE,
-    the CartPole test policy (label `stable` -> 1), `spin`, half_plus_two, and the PixelCNN, PixelRNN,
-    DQN, policy-gradient, A2C and PPO smoke exports (trained once for the whole suite), with REST,
+    the CartPole test policy (label `stable` -> 1), `spin`, half_plus_two, the PixelCNN, PixelRNN,
+    DQN, policy-gradient, A2C and PPO smoke exports and the VI lecture's three (trained once for the
+    whole suite), with REST,
     Prometheus, CORS, the playground page, one session run per model at a time, a 16 MB request
     bound, model roots, and the real server's test-harness flags. A server start costs 10-30 s here."""
     folder = tmp_path_factory.mktemp("shared")
@@ -256,7 +276,8 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
                                      ("cartpole_dqn", dqn_export.parent),
                                      ("cartpole_pg", pg_export[1].parent),
                                      ("pendulum_a2c", pendulum_export[1].parent),
-                                     ("cartpole_ppo", ppo_export[1].parent)])
+                                     ("cartpole_ppo", ppo_export[1].parent),
+                                     *[(name, vi_models[0] / name) for name in VI_RUNS]])
         + "}\n")
     monitoring = folder / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
@@ -266,9 +287,9 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
                      "--max_inflight_per_model=1", "--max_request_bytes=16000000", f"--allowed_model_roots={root}",
                      "--grpc_channel_arguments=grpc.max_connection_age_ms=600000,grpc.so_reuseaddr=1",
                      "--enable_grpc_healthcheck_service", "--num_load_threads=2", "--num_unload_threads=1",
-                     "--rest_api_num_threads=2", timeout=600,  # eleven models; the pixel models' warm-up samples
+                     "--rest_api_num_threads=2", timeout=600,  # fourteen models; the pixel models' warm-up samples
                      wait_for=("vae", "cartpole", "spin", "spin_b", "half_plus_two", "pixelcnn", "pixelrnn",
-                               "cartpole_dqn", "cartpole_pg", "pendulum_a2c", "cartpole_ppo"))
+                               "cartpole_dqn", "cartpole_pg", "pendulum_a2c", "cartpole_ppo", *VI_RUNS))
     started.allowed_root = root
     yield started
     assert started.process.poll() is None, started.output()

@@ -12,7 +12,6 @@ import http.server
 import json
 import threading
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,10 +1,9 @@
 """The VI lecture's signatures end to end: trained runs exported by `python -m export`, checked
 by `python -m export verify` (the session-based loader, as TensorFlow Serving loads them),
-served by `python -m serving serve` in a subprocess and answered over gRPC, by the client
-library and by `python -m serving query` (in-process).
-
-One server for the whole module: the Gaussian-decoder VAE (`log_prob`, `encode_refined`),
-the completion model (`complete`, `elbo`, `sample`) and the classifier (`classify`).
+served by `python -m serving serve` in a subprocess (the suite's shared server) and answered
+over gRPC, by the client library and by `python -m serving query` (in-process): the
+Gaussian-decoder VAE (`log_prob`, `encode_refined`), the completion model (`complete`, `elbo`,
+`sample`) and the classifier (`classify`).
 """
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from export.__main__ import main as export_main
 from serving.client import Client
 from serving.query import query
 from tests.helpers import exits_2
-from tests.serving.conftest import Server
 
 SIGNATURES = {
     "vae_grey": {"serving_default", "sample", "decode", "encode", "reconstruct", "elbo", "log_prob", "encode_refined"},
@@ -25,15 +23,9 @@ SIGNATURES = {
 
 
 @pytest.fixture(scope="module")
-def served(grey_vae_run, cvae_run, classifier_runs, tmp_path_factory):
-    """(server, models dir, {name: run_dir}): the three runs exported to one models dir and served."""
-    models = tmp_path_factory.mktemp("vi-models")
-    runs = {"vae_grey": grey_vae_run[0], "cvae": cvae_run[0], "classifier": classifier_runs[0] / "pretrained-0"}
-    for name, run_dir in runs.items():
-        assert export_main([str(run_dir), f"--model_base_path={models}", f"--name={name}"]) == 0
-    server = Server(f"--model_config_file={models / 'models.config'}", rest=False, wait_for=tuple(runs))
-    yield server, models, runs
-    server.stop()
+def served(shared_server, vi_models):
+    """(server, models dir, {name: run_dir}): the three runs exported to one models dir, served."""
+    return shared_server, *vi_models
 
 
 def test_every_signature_loads_through_the_session_based_loader(served, capsys):
