@@ -16,8 +16,9 @@ CHROMIUM := /usr/bin/chromium
 
 venv: $(VENV)/.installed
 
-# uv installs what requirements.txt pins (pip took 100 s here, uv 35 s with a cold cache), and byte-compiles it on
-# every core: imports then never compile (with PYTHONDONTWRITEBYTECODE set they would, in every process)
+# uv installs what requirements.txt pins and byte-compiles it on every core, so that imports never compile (with
+# PYTHONDONTWRITEBYTECODE set they would, in every process). On this 2-core machine: pip 100 s with its cache
+# warm, uv 46 s with its cache cold and 35 s warm.
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==$(UV_VERSION)
