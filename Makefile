@@ -32,7 +32,8 @@ $(TFA_VENV)/.installed: requirements-tf-agents.txt $(VENV)/.installed
 	test -x $(TFA_VENV)/bin/python || $(PYTHON) -m venv $(TFA_VENV)
 	$(PY) -c 'import site; print(site.getsitepackages()[0])' > \
 	  "$$($(TFA_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/main-venv.pth"
-	test -x $(UV) || $(PY) -m pip install --quiet uv==$(UV_VERSION)  # a .venv made before uv was used here
+	@# a .venv made before this Makefile used uv has none
+	test -x $(UV) || $(PY) -m pip install --quiet uv==$(UV_VERSION)
 	$(UV) pip install --quiet --python $(TFA_VENV)/bin/python --no-deps --compile-bytecode -r requirements-tf-agents.txt
 	touch $@
 

@@ -87,28 +87,34 @@ def draw_pictures(model: PixelModel, config: PixelRunOptions, data: ImageData, t
                   history: list[dict], run_dir: Path) -> None:
     """samples.png, completions.png and learning_curves.png in the run directory.
 
-    The samples and the completions come from one call of the fast sampler (one trace of its loop,
-    which takes as long as the drawing in a short run): a sample is the completion of a blank image
-    from row 0, from its own seed.
+    Both pictures come from one trace of the fast sampler, for any batch (tracing its loop takes as
+    long as the drawing in a short run): a sample is the completion of a blank image from row 0.
     """
     conditional = config.model.conditional
-    height = config.model.image_shape[0]
-    samples, count, draws = 32, 8, config.completions  # completions: the original, the given top half, then draws
+    shape = config.model.image_shape
+    complete = tf.function(model.complete_fast).get_concrete_function(
+        tf.TensorSpec([None, *shape], tf.float32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64),
+        *([tf.TensorSpec([None], tf.int64)] if conditional else []))
+
+    def draw(images: np.ndarray, known_rows: int, labels: np.ndarray) -> np.ndarray:
+        """Each image completed below its first `known_rows` rows, row i from seed i."""
+        count = len(images)
+        return complete(tf.constant(images, tf.float32), tf.fill([count], known_rows), tf.range(count, dtype=tf.int64),
+                        *([tf.constant(labels, tf.int64)] if conditional else [])).numpy()
+
+    samples = draw(np.zeros((32, *shape)), 0, np.arange(32) % data.num_classes)
+    plots.image_grid(samples, run_dir / "samples.png",
+                     f"{config.model.title}: samples" + (" (labels 0.. in turn)" if conditional else ""))
+
+    # completions: each row is the original, the given top half, then `completions` draws
+    height = shape[0]
+    count, draws = 8, config.completions
     originals = test_images[:count].astype(np.float32)
     given = originals.copy()
     given[:, height // 2:] = 0.5
-    images = np.concatenate([np.zeros((samples, *originals.shape[1:]), np.float32), np.repeat(originals, draws, axis=0)])
-    known_rows = np.repeat(np.array([0, height // 2], np.int32), [samples, count * draws])
-    seeds = np.concatenate([np.arange(samples), np.arange(count * draws)])
-    labels = tf.constant(np.concatenate([np.arange(samples) % data.num_classes,
-                                         np.repeat(data.test_labels[:count], draws)]), tf.int64) if conditional else None
-    drawn = tf.function(model.complete_fast)(images, known_rows, tf.constant(seeds, tf.int64), labels).numpy()
-
-    plots.image_grid(drawn[:samples], run_dir / "samples.png",
-                     f"{config.model.title}: samples" + (" (labels 0.. in turn)" if conditional else ""))
-    completed = drawn[samples:].reshape(count, draws, *originals.shape[1:])
-    rows = np.concatenate([originals[:, None], given[:, None], completed], axis=1)
-    plots.image_grid(rows.reshape(-1, *originals.shape[1:]), run_dir / "completions.png",
+    completed = draw(np.repeat(originals, draws, axis=0), height // 2, np.repeat(data.test_labels[:count], draws))
+    rows = np.concatenate([originals[:, None], given[:, None], completed.reshape(count, draws, *shape)], axis=1)
+    plots.image_grid(rows.reshape(-1, *shape), run_dir / "completions.png",
                      "original | top half given | completions", columns=2 + draws)
     plots.learning_curves(history, ["train_loss", "test_loss"], run_dir / "learning_curves.png",
                           "-log p(x) (nats per image)")

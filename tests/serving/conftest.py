@@ -258,9 +258,9 @@ def shared_server(smoke_export, policy_models, spin_models, half_plus_two, pixel
     """One server for every test that only reads, or cancels only its own requests: the smoke VAE,
     the CartPole test policy (label `stable` -> 1), `spin`, half_plus_two, the PixelCNN, PixelRNN,
     DQN, policy-gradient, A2C and PPO smoke exports and the VI lecture's three (trained once for the
-    whole suite), with REST,
-    Prometheus, CORS, the playground page, one session run per model at a time, a 16 MB request
-    bound, model roots, and the real server's test-harness flags. A server start costs 10-30 s here."""
+    whole suite), with REST, Prometheus, CORS, the playground page, one session run per model at a
+    time, a 16 MB request bound, model roots, and the real server's test-harness flags. A server
+    start costs 10-30 s here."""
     folder = tmp_path_factory.mktemp("shared")
     config = folder / "models.config"
     config.write_text(

@@ -98,7 +98,8 @@ def spare_server(policy_models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(spare_server, shared_server):
     """The shared server: --playground, CORS (for the page served from elsewhere) and the smoke exports, the
-    Q-value test policy as `cartpole`. The spare server starts first so that the two start-ups overlap."""
+    Q-value test policy as `cartpole`. Asking for the spare server here starts it with the first test that
+    needs a server, so that it has booted by the time the tests that stop it run."""
     return shared_server
 
 
