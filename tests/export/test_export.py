@@ -69,17 +69,22 @@ def test_round_trip_matches_the_model_in_memory(exports, reference_verdicts, nam
                                        err_msg=f"{signature}/{alias}")
 
 
-def test_models_config_lists_every_model_and_new_exports_take_the_next_version(exports):
+def test_models_config_lists_every_model_and_new_exports_take_the_next_version(exports, tmp_path):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    models, runs, _ = exports
+    def entries(models):
+        config = text_format.Parse((models / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+        return {c.name: c for c in config.model_config_list.config}
+
+    shared, runs, _ = exports
+    for name, entry in entries(shared).items():
+        assert entry.base_path == str((shared / name).resolve()) and entry.model_platform == "tensorflow"
+    assert set(entries(shared)) == {"mlp", "conv", "conditional"}
+    models = shutil.copytree(shared, tmp_path / "models")  # the other tests read the shared exports as made
     assert export_run(runs["mlp"], models, "mlp") == models / "mlp" / "2"
-    config = text_format.Parse((models / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
-    entries = {c.name: c for c in config.model_config_list.config}
-    assert set(entries) == {"mlp", "conv", "conditional"}
-    for name, entry in entries.items():
-        assert entry.base_path == str((models / name).resolve()) and entry.model_platform == "tensorflow"
+    assert set(entries(models)) == {"mlp", "conv", "conditional"}
+    assert entries(models)["mlp"].base_path == str((models / "mlp").resolve())
     assert not [p for p in (models / "mlp").iterdir() if p.name.startswith(".")]
 
 
