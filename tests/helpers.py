@@ -48,6 +48,17 @@ def once_per_suite(name: str, tmp_path_factory, make: Callable[[Path], T]) -> T:
         return made
 
 
+def run_main(main: Callable[[list[str]], int], argv: list[str], capsys) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of a command's main called in-process, whether it returns
+    its status or exits with it."""
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
 def exits_2(command: Callable[[], object], capsys) -> str:
     """Run a command's main in-process, check it exits with status 2 (a usage error), and return
     what it wrote to stderr, stripped."""

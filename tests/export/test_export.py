@@ -8,20 +8,10 @@ import pytest
 import tensorflow as tf
 
 from export import savedmodel
+from export.__main__ import main as export_main
 from export.savedmodel import ExportError, export_run, load_run, version_numbers
 from export.verify import verify
-from tests.helpers import run_module
-
-def export_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """`python -m export ...` in-process: (exit status, stdout, stderr)."""
-    from export.__main__ import main
-
-    try:
-        status = main(argv)
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+from tests.helpers import run_main, run_module
 
 
 @pytest.mark.parametrize("name", ["mlp", "conv", "conditional"])
@@ -124,7 +114,7 @@ def test_bad_signature_input_is_named(smoke_export, images, message):
 def test_export_of_a_run_without_checkpoint_fails_cleanly(smoke_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    status, _, err = export_cli([str(run_dir), "--model_base_path", str(tmp_path / "models"), "--name", "vae"],
+    status, _, err = run_main(export_main, [str(run_dir), "--model_base_path", str(tmp_path / "models"), "--name", "vae"],
                                 capsys)
     assert status == 1
     err = err.strip()
@@ -152,7 +142,7 @@ def test_a_failed_export_leaves_no_version_behind(smoke_run, tmp_path, monkeypat
 def test_a_pixelrnn_export_loads_as_the_server_loads_it(pixelrnn_export, reference_verdicts, capsys):
     """Both PixelRNN layers share the signatures; the smoke run's Diagonal BiLSTM (its skew, scans and
     the fast sampler's loops) loads through our session-based verifier and the reference checker (when set)."""
-    status, out, _ = export_cli(["verify", str(pixelrnn_export)], capsys)
+    status, out, _ = run_main(export_main, ["verify", str(pixelrnn_export)], capsys)
     assert status == 0, out
     assert out.strip().endswith("OK, loads through the session-based loader and all 4 signatures run")
     reference_ok, output = reference_verdicts.get(pixelrnn_export, (True, "no reference checker"))
@@ -174,7 +164,7 @@ def test_verify_and_reference_checker_both_reject_what_the_server_cannot_load(br
     except ExportError:
         ours_ok = False
     assert ours_ok is reference_ok is False
-    status, out, err = export_cli(["verify", str(broken_export.parent)], capsys)
+    status, out, err = run_main(export_main, ["verify", str(broken_export.parent)], capsys)
     assert status == 1 and "FAILED" in err + out
 
 
@@ -188,7 +178,7 @@ def test_verify_fails_when_outputs_break_the_model_card(smoke_export, tmp_path, 
     _, results = verify(version_dir)
     failed = {r.name: r.detail for r in results if not r.ok}
     assert list(failed) == ["decode"] and "expected <= 0.01" in failed["decode"]
-    status, out, _ = export_cli(["verify", str(version_dir)], capsys)
+    status, out, _ = run_main(export_main, ["verify", str(version_dir)], capsys)
     assert status == 1 and "decode: FAILED" in out
 
 

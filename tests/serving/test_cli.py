@@ -9,16 +9,7 @@ from PIL import Image
 
 from serving.query import query
 from serving.server import serve
-
-
-def run(function, argv, capsys) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of serve or query called in-process."""
-    try:
-        code = function(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.helpers import run_main
 
 
 @pytest.mark.parametrize("flags, code, message", [
@@ -33,7 +24,7 @@ def run(function, argv, capsys) -> tuple[int, str, str]:
     (["--model_base_path=/no/such/dir", "--model_name=vae"], 1, "Could not find base path /no/such/dir for servable vae"),
 ])
 def test_bad_flags_get_one_sentence_and_a_nonzero_exit(flags, code, message, capsys):
-    got, _, err = run(serve, flags, capsys)
+    got, _, err = run_main(serve, flags, capsys)
     assert got == code
     assert message in err.strip().splitlines()[-1]
 
@@ -41,7 +32,7 @@ def test_bad_flags_get_one_sentence_and_a_nonzero_exit(flags, code, message, cap
 def test_bad_config_file_is_named(tmp_path, capsys):
     config = tmp_path / "models.config"
     config.write_text("model_config_list { confi { } }")
-    code, _, err = run(serve, [f"--model_config_file={config}"], capsys)
+    code, _, err = run_main(serve, [f"--model_config_file={config}"], capsys)
     assert code == 2
     assert ("Error parsing text-format tensorflow.serving.ModelServerConfig: 1:21 : Message type "
             f"\"tensorflow.serving.ModelConfigList\" has no field named \"confi\".; Invalid protobuf file: '{config}'"
@@ -51,26 +42,26 @@ def test_bad_config_file_is_named(tmp_path, capsys):
 def test_query_commands_against_a_live_server(shared_server, tmp_path, capsys):
     target = f"--server={shared_server.target}"
 
-    assert run(query, [target, "status", "--model=vae"], capsys)[:2] == (0, "vae version 1: AVAILABLE\n")
-    code, out, _ = run(query, [target, "metadata", "--model=cartpole"], capsys)
+    assert run_main(query, [target, "status", "--model=vae"], capsys)[:2] == (0, "vae version 1: AVAILABLE\n")
+    code, out, _ = run_main(query, [target, "metadata", "--model=cartpole"], capsys)
     assert out.strip() == "serving_default(observation: float[?,4]) -> action: int64[?], q_values: float[?,2]"
 
     out = tmp_path / "samples.png"
-    code, _, err = run(query, [target, "sample", "--model=vae", "-n", "6", "--seed=3", "--scale=2", f"--out={out}"],
+    code, _, err = run_main(query, [target, "sample", "--model=vae", "-n", "6", "--seed=3", "--scale=2", f"--out={out}"],
                        capsys)
     assert code == 0, err
     grid = np.asarray(Image.open(out))
     assert grid.shape == (2 * (2 * 29 + 1), 2 * (3 * 29 + 1)) and grid.std() > 0
 
-    assert run(query, [target, "act", "--model=cartpole", "--observation=0,0,0.1,0.2"], capsys)[:2] == (0, "1\n")
+    assert run_main(query, [target, "act", "--model=cartpole", "--observation=0,0,0.1,0.2"], capsys)[:2] == (0, "1\n")
 
-    code, out, err = run(query, [target, "play", "--model=cartpole", "--env=CartPole-v1", "--episodes=2"], capsys)
+    code, out, err = run_main(query, [target, "play", "--model=cartpole", "--env=CartPole-v1", "--episodes=2"], capsys)
     assert code == 0, err
     lines = out.strip().splitlines()
     assert lines[0].startswith("episode 1: return ") and lines[-1].startswith("mean return over 2 episodes: ")
     assert float(lines[-1].split()[-1]) > 30  # a random policy averages about 22
 
-    code, _, err = run(query, [target, "status", "--model=nope"], capsys)
+    code, _, err = run_main(query, [target, "status", "--model=nope"], capsys)
     assert code == 1
     assert err.strip().splitlines()[-1] == (
         "python -m serving query status: NOT_FOUND: Could not find any versions of model nope")
@@ -86,7 +77,7 @@ def test_startup_fails_when_a_model_cannot_load(smoke_export, tmp_path, capsys):
     broken = tmp_path / "broken" / "1"
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
-    code, _, err = run(serve, [f"--model_base_path={broken.parent}", "--model_name=broken",
+    code, _, err = run_main(serve, [f"--model_base_path={broken.parent}", "--model_name=broken",
                                "--max_num_load_retries=0"], capsys)
     assert code == 1
     assert err.strip().splitlines()[-1].startswith(
@@ -99,7 +90,7 @@ def test_startup_fails_when_a_model_cannot_load(smoke_export, tmp_path, capsys):
     log.predict_log.request.model_spec.signature_name = "no_such_signature"
     with tf.io.TFRecordWriter(str(copy / "assets.extra" / "tf_serving_warmup_requests")) as writer:
         writer.write(log.SerializeToString())
-    code, _, err = run(serve, [f"--model_base_path={copy.parent}", "--model_name=vae", "--max_num_load_retries=0"],
+    code, _, err = run_main(serve, [f"--model_base_path={copy.parent}", "--model_name=vae", "--max_num_load_retries=0"],
                        capsys)
     assert code == 1
     assert 'Serving signature key "no_such_signature" not found.' in err.strip().splitlines()[-1]
@@ -111,12 +102,12 @@ def test_query_sample_and_complete_on_a_pixelcnn(shared_server, tmp_path, capsys
     server = shared_server
     target = f"--server={server.target}"
     out = tmp_path / "samples.png"
-    assert run(query, [target, "sample", "--model=pixelcnn", "-n", "4", f"--out={out}"], capsys)[0] == 0
+    assert run_main(query, [target, "sample", "--model=pixelcnn", "-n", "4", f"--out={out}"], capsys)[0] == 0
     digit = np.zeros((28, 28), np.uint8)
     digit[4:24, 12:16] = 255  # a "1"
     Image.fromarray(digit).save(tmp_path / "one.png")
     out = tmp_path / "completed.png"
-    code, _, err = run(query, [target, "complete", "--model=pixelcnn", f"--image={tmp_path / 'one.png'}",
+    code, _, err = run_main(query, [target, "complete", "--model=pixelcnn", f"--image={tmp_path / 'one.png'}",
                                "--known_rows=14", "-n", "3", "--scale=1", f"--out={out}"], capsys)
     assert code == 0, err
     grid = np.asarray(Image.open(out))
@@ -124,7 +115,7 @@ def test_query_sample_and_complete_on_a_pixelcnn(shared_server, tmp_path, capsys
     np.testing.assert_array_equal(grid[1:15, 1:29], digit[:14])  # the original, first
     for i in range(1, 4):  # every completion keeps the 14 known rows exactly
         np.testing.assert_array_equal(grid[1:15, 1 + 29 * i:29 + 29 * i], digit[:14])
-    code, _, err = run(query, [target, "complete", "--model=pixelcnn", f"--image={tmp_path / 'one.png'}",
+    code, _, err = run_main(query, [target, "complete", "--model=pixelcnn", f"--image={tmp_path / 'one.png'}",
                                "--known_rows=40", f"--out={out}"], capsys)
     assert code == 2 and "--known_rows must be in [0, 28], got 40" in err
     with Client(server.target) as client:
@@ -169,7 +160,7 @@ def test_a_pixelrnn_export_answers_sample_log_prob_and_complete_over_grpc(shared
 
     digit = (images[1, ..., 0] * 255).astype(np.uint8)
     Image.fromarray(digit).save(tmp_path / "digit.png")
-    code, out, err = run(query, [f"--server={shared_server.target}", "complete", "--model=pixelrnn",
+    code, out, err = run_main(query, [f"--server={shared_server.target}", "complete", "--model=pixelrnn",
                                  f"--image={tmp_path / 'digit.png'}", "--known_rows=4", "-n", "2", "--scale=1",
                                  f"--out={tmp_path / 'completed.png'}"], capsys)
     assert code == 0, err
@@ -190,7 +181,7 @@ def test_query_play_runs_policy_exports_through_the_server(shared_server, dqn_ru
     server = shared_server
 
     def play(*flags):
-        code, out, err = run(query, [f"--server={server.target}", "play", "--episodes=2", *flags], capsys)
+        code, out, err = run_main(query, [f"--server={server.target}", "play", "--episodes=2", *flags], capsys)
         assert code == 0, err
         return [float(line.split()[3]) for line in out.splitlines() if line.startswith("episode ")]
 
