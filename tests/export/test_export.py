@@ -68,13 +68,15 @@ def test_models_config_lists_every_model_and_new_exports_take_the_next_version(e
         return {c.name: c for c in config.model_config_list.config}
 
     shared, runs, _ = exports
-    for name, entry in entries(shared).items():
+    listed = entries(shared)
+    assert set(listed) == {"mlp", "conv", "conditional"}
+    for name, entry in listed.items():
         assert entry.base_path == str((shared / name).resolve()) and entry.model_platform == "tensorflow"
-    assert set(entries(shared)) == {"mlp", "conv", "conditional"}
     models = shutil.copytree(shared, tmp_path / "models")  # the other tests read the shared exports as made
     assert export_run(runs["mlp"], models, "mlp") == models / "mlp" / "2"
-    assert set(entries(models)) == {"mlp", "conv", "conditional"}
-    assert entries(models)["mlp"].base_path == str((models / "mlp").resolve())
+    listed = entries(models)
+    assert set(listed) == {"mlp", "conv", "conditional"}
+    assert listed["mlp"].base_path == str((models / "mlp").resolve())
     assert not [p for p in (models / "mlp").iterdir() if p.name.startswith(".")]
 
 
@@ -114,8 +116,8 @@ def test_bad_signature_input_is_named(smoke_export, images, message):
 def test_export_of_a_run_without_checkpoint_fails_cleanly(smoke_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("checkpoints"))
-    status, _, err = run_main(export_main, [str(run_dir), "--model_base_path", str(tmp_path / "models"), "--name", "vae"],
-                                capsys)
+    argv = [str(run_dir), "--model_base_path", str(tmp_path / "models"), "--name", "vae"]
+    status, _, err = run_main(export_main, argv, capsys)
     assert status == 1
     err = err.strip()
     assert err.endswith("has no checkpoint to export; train it first (the run directory must hold checkpoints/)")

@@ -47,8 +47,8 @@ def test_query_commands_against_a_live_server(shared_server, tmp_path, capsys):
     assert out.strip() == "serving_default(observation: float[?,4]) -> action: int64[?], q_values: float[?,2]"
 
     out = tmp_path / "samples.png"
-    code, _, err = run_main(query, [target, "sample", "--model=vae", "-n", "6", "--seed=3", "--scale=2", f"--out={out}"],
-                       capsys)
+    code, _, err = run_main(query, [target, "sample", "--model=vae", "-n", "6", "--seed=3", "--scale=2",
+                                    f"--out={out}"], capsys)
     assert code == 0, err
     grid = np.asarray(Image.open(out))
     assert grid.shape == (2 * (2 * 29 + 1), 2 * (3 * 29 + 1)) and grid.std() > 0
@@ -78,7 +78,7 @@ def test_startup_fails_when_a_model_cannot_load(smoke_export, tmp_path, capsys):
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
     code, _, err = run_main(serve, [f"--model_base_path={broken.parent}", "--model_name=broken",
-                               "--max_num_load_retries=0"], capsys)
+                                    "--max_num_load_retries=0"], capsys)
     assert code == 1
     assert err.strip().splitlines()[-1].startswith(
         "python -m serving serve: Loading servable: {name: broken version: 1} failed: ")
@@ -91,7 +91,7 @@ def test_startup_fails_when_a_model_cannot_load(smoke_export, tmp_path, capsys):
     with tf.io.TFRecordWriter(str(copy / "assets.extra" / "tf_serving_warmup_requests")) as writer:
         writer.write(log.SerializeToString())
     code, _, err = run_main(serve, [f"--model_base_path={copy.parent}", "--model_name=vae", "--max_num_load_retries=0"],
-                       capsys)
+                            capsys)
     assert code == 1
     assert 'Serving signature key "no_such_signature" not found.' in err.strip().splitlines()[-1]
 
@@ -108,7 +108,7 @@ def test_query_sample_and_complete_on_a_pixelcnn(shared_server, tmp_path, capsys
     Image.fromarray(digit).save(tmp_path / "one.png")
     out = tmp_path / "completed.png"
     code, _, err = run_main(query, [target, "complete", "--model=pixelcnn", f"--image={tmp_path / 'one.png'}",
-                               "--known_rows=14", "-n", "3", "--scale=1", f"--out={out}"], capsys)
+                                    "--known_rows=14", "-n", "3", "--scale=1", f"--out={out}"], capsys)
     assert code == 0, err
     grid = np.asarray(Image.open(out))
     assert grid.shape == (29 + 1, 4 * 29 + 1)
@@ -116,7 +116,7 @@ def test_query_sample_and_complete_on_a_pixelcnn(shared_server, tmp_path, capsys
     for i in range(1, 4):  # every completion keeps the 14 known rows exactly
         np.testing.assert_array_equal(grid[1:15, 1 + 29 * i:29 + 29 * i], digit[:14])
     code, _, err = run_main(query, [target, "complete", "--model=pixelcnn", f"--image={tmp_path / 'one.png'}",
-                               "--known_rows=40", f"--out={out}"], capsys)
+                                    "--known_rows=40", f"--out={out}"], capsys)
     assert code == 2 and "--known_rows must be in [0, 28], got 40" in err
     with Client(server.target) as client:
         images = np.random.default_rng(0).integers(0, 2, (2, 28, 28, 1)).astype(np.float32)
@@ -161,8 +161,8 @@ def test_a_pixelrnn_export_answers_sample_log_prob_and_complete_over_grpc(shared
     digit = (images[1, ..., 0] * 255).astype(np.uint8)
     Image.fromarray(digit).save(tmp_path / "digit.png")
     code, out, err = run_main(query, [f"--server={shared_server.target}", "complete", "--model=pixelrnn",
-                                 f"--image={tmp_path / 'digit.png'}", "--known_rows=4", "-n", "2", "--scale=1",
-                                 f"--out={tmp_path / 'completed.png'}"], capsys)
+                                      f"--image={tmp_path / 'digit.png'}", "--known_rows=4", "-n", "2", "--scale=1",
+                                      f"--out={tmp_path / 'completed.png'}"], capsys)
     assert code == 0, err
     grid = np.asarray(Image.open(tmp_path / "completed.png"))
     assert grid.shape == (9 + 1, 3 * 9 + 1)  # 8x8 cells, a pixel of border each
